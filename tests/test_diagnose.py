@@ -1,0 +1,373 @@
+"""Diagnostics: a clean renewal run shows no failure signature; each signature, seeded into a
+recorded run, is found with its evidence while the others stay silent; the CLI and the docs
+read the same catalog."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from seamline._cli_diagnose import diagnose as diagnose_command
+from seamline.clock import VirtualClock
+from seamline.errors import ConfigError
+from seamline.method._diagnose import (
+    CATALOG,
+    DiagnosisReport,
+    Thresholds,
+    diagnose,
+    load_recorded,
+    render_catalog_markdown,
+    render_markdown,
+    render_table,
+)
+from seamline.store import Applied, SqlStore, UnitOfWork, open_store
+from seamline.workloads.renewal import CAMPAIGN_START, run_renewals, synthetic_cohort
+from seamline.workloads.renewal._job import job_id
+
+ROOT = Path(__file__).resolve().parent.parent
+COHORT = synthetic_cohort(40, seed=11)
+JOB = job_id(COHORT, 7)
+B = "renewal-offer"
+
+Seed = Callable[[SqlStore, VirtualClock], Awaitable[None]]
+
+
+async def _apply(store: SqlStore, unit: UnitOfWork) -> None:
+    assert isinstance(await store.apply(unit), Applied)
+
+
+def _sdb(run: str, input_key: str) -> str:
+    return f"sdb:{B}:{run}:{B}:{input_key}"
+
+
+async def _record_run(url: str) -> datetime:
+    clock = VirtualClock(CAMPAIGN_START)
+    store = open_store(url, clock=clock)
+    try:
+        await run_renewals(store, COHORT, clock=clock, seed=7)
+        horizon = (await load_recorded(store)).horizon
+        assert horizon is not None
+        return horizon
+    finally:
+        await store.close()
+
+
+@pytest.fixture(scope="module")
+def recorded_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, datetime]:
+    """One clean renewal run on SQLite, copied by each test that seeds a fault into it."""
+    path = tmp_path_factory.mktemp("diagnose") / "clean.db"
+    horizon = asyncio.run(_record_run(f"sqlite:///{path}"))
+    return path, horizon
+
+
+async def _diagnose_copy(
+    recorded_run: tuple[Path, datetime], tmp_path: Path, seed: Seed | None
+) -> tuple[DiagnosisReport, str]:
+    source, horizon = recorded_run
+    target = tmp_path / "faulted.db"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(source, target)
+    url = f"sqlite:///{target}"
+    clock = VirtualClock(horizon + timedelta(days=1))
+    store = open_store(url, clock=clock)
+    try:
+        if seed is not None:
+            await seed(store, clock)
+        return await diagnose(store), url
+    finally:
+        await store.close()
+
+
+# --- the faults ---------------------------------------------------------------------------
+
+
+async def seed_rejected_success(store: SqlStore, clock: VirtualClock) -> None:
+    s = _sdb("diag", "c1")
+    unit = UnitOfWork().append_event(s, "proposed", {"attempt": 1})
+    unit.append_event(s, "rejected", {"status": "rejected", "rejects": []})
+    await _apply(store, unit.append_event(s, "committed", {"result": {}, "via": "model"}))
+
+
+async def seed_commit_without_accept(store: SqlStore, clock: VirtualClock) -> None:
+    s = _sdb("diag", "c2")
+    unit = UnitOfWork().append_event(s, "proposed", {"attempt": 1})
+    unit.append_event(s, "rejected", {"status": "rejected", "rejects": []})
+    await _apply(store, unit.record_commit(f"diag:{B}:c2", {"ok": True}, boundary=B))
+
+
+async def seed_duplicate(store: SqlStore, clock: VirtualClock) -> None:
+    customer = COHORT[0].customer_id
+    payload = {"customer": customer, "discount": "0.10", "policy": "2026.11"}
+    key = f"{JOB}:{customer}:outreach-again"
+    await _apply(
+        store, UnitOfWork().append_event("outbox", "offer_sent", payload, idempotency_key=key)
+    )
+
+
+async def seed_effect_pending(store: SqlStore, clock: VirtualClock) -> None:
+    s = _sdb("diag", "c4")
+    unit = UnitOfWork().append_event(s, "proposed", {"attempt": 1})
+    unit.append_event(s, "accepted", {"attempt": 1, "candidate": {"x": 1}})
+    unit.append_event(s, "effect_failed", {"error": "TimeoutError: mail API"})
+    await _apply(store, unit.commit_intent(f"diag:{B}:c4", boundary=B))
+
+
+async def seed_not_merged(store: SqlStore, clock: VirtualClock) -> None:
+    unit = UnitOfWork().create_row("diag:c5", kind="renewal", state="assessing", data={})
+    await _apply(store, unit.append_event("wf:renewal:diag:c5", "created", {}))
+    clock.advance(timedelta(minutes=5))
+    s = _sdb("diag/c5", "c5")
+    unit = UnitOfWork().append_event(s, "proposed", {"attempt": 1})
+    unit.append_event(s, "accepted", {"attempt": 1, "candidate": {"x": 1}})
+    unit.record_commit(f"diag/c5:{B}:c5", {"x": 1}, boundary=B)
+    await _apply(store, unit.append_event(s, "committed", {"result": {"x": 1}, "via": "model"}))
+
+
+async def seed_scattered(store: SqlStore, clock: VirtualClock) -> None:
+    unit = UnitOfWork().create_row("saga:diag-1", kind="saga", state="running", data={})
+    unit.append_event("saga:diag-1", "saga_started", {"steps": ["reserve", "send"]})
+    unit.append_event("saga:diag-1", "step_done", {"step": "reserve", "result": None})
+    await _apply(store, unit.append_event("saga:diag-1", "step_failed", {"step": "send"}))
+
+
+async def seed_divergence(store: SqlStore, clock: VirtualClock) -> None:
+    for run, model, discount in (("r1", "sim:v1", "0.10"), ("r2", "sim:v2", "0.30")):
+        s = _sdb(run, "c6")
+        unit = UnitOfWork().append_event(
+            s, "proposed", {"attempt": 1}, model_version=model, prompt_hash="p1"
+        )
+        unit.append_event(s, "accepted", {"attempt": 1, "candidate": {"discount": discount}})
+        await _apply(store, unit.append_event(s, "committed", {"result": {}, "via": "model"}))
+
+
+async def seed_missing_gate(store: SqlStore, clock: VirtualClock) -> None:
+    payload = {"customer": "c7", "discount": "0.10"}
+    unit = UnitOfWork().append_event(
+        "outbox", "offer_sent", payload, idempotency_key="diag:c7:outreach"
+    )
+    await _apply(store, unit)
+
+
+async def seed_runaway(store: SqlStore, clock: VirtualClock) -> None:
+    s = _sdb("diag", "c8")
+    unit = UnitOfWork()
+    for n in range(1, 7):
+        unit.append_event(s, "proposed", {"attempt": n})
+        unit.append_event(s, "rejected", {"status": "rejected", "rejects": []})
+    unit.append_event(s, "failed", {"reason_code": "attempts_exhausted", "retryable": False})
+    await _apply(store, unit.append_event("budget:diag", "budget_exhausted", {"share": 1.02}))
+
+
+async def seed_stale_storm(store: SqlStore, clock: VirtualClock) -> None:
+    unit = UnitOfWork()
+    for n in range(1, 5):
+        error = "StaleVersion: expected version 3, found 4"
+        unit.append_event(
+            "wf:renewal:diag:c9", "step_failed", {"attempt": n, "error": error, "next": "retry"}
+        )
+    await _apply(store, unit)
+
+
+async def seed_timer_noops(store: SqlStore, clock: VirtualClock) -> None:
+    unit = UnitOfWork()
+    for v in range(3):
+        payload = {"timer": "t", "scheduled_at_version": v, "row_version": 9}
+        unit.append_event("wf:renewal:diag:c10", "timer_noop", payload)
+    await _apply(store, unit)
+
+
+async def seed_dead_letters(store: SqlStore, clock: VirtualClock) -> None:
+    unit = UnitOfWork().append_event("wf:renewal:diag:c11", "step_failed", {"next": "dead_letter"})
+    await _apply(store, unit.append_event("wf:renewal:diag:c11", "dead_lettered", {"state": "x"}))
+
+
+async def seed_rubber_stamps(store: SqlStore, clock: VirtualClock) -> None:
+    for n in range(3):
+        unit = UnitOfWork().open_approval(
+            kind="approval", reason="discount", request={}, requested_by="agent", id=f"rs-{n}"
+        )
+        await _apply(store, unit)
+        clock.advance(timedelta(seconds=2))
+        await _apply(
+            store, UnitOfWork().decide_approval(f"rs-{n}", status="approved", decided_by="bob")
+        )
+
+
+async def seed_timeouts(store: SqlStore, clock: VirtualClock) -> None:
+    for n in range(4):
+        due = clock.now() + timedelta(hours=1)
+        unit = UnitOfWork().open_approval(
+            kind="approval",
+            reason="discount",
+            request={},
+            requested_by="a",
+            due_at=due,
+            id=f"to-{n}",
+        )
+        await _apply(store, unit)
+    clock.advance(timedelta(hours=2))
+    for n in range(4):
+        await _apply(
+            store, UnitOfWork().decide_approval(f"to-{n}", status="expired", decided_by="sla")
+        )
+
+
+FAULTS: dict[str, tuple[Seed, str]] = {
+    "boundary.rejected_reported_as_success": (seed_rejected_success, _sdb("diag", "c1")),
+    "boundary.commit_without_accept": (seed_commit_without_accept, _sdb("diag", "c2")),
+    "boundary.duplicate_side_effect": (seed_duplicate, COHORT[0].customer_id),
+    "boundary.effect_stuck_pending": (seed_effect_pending, "1 effect_failed"),
+    "p1.subagent_output_not_merged": (seed_not_merged, "row diag:c5"),
+    "p2.scattered_commitment": (seed_scattered, "step(s) reserve done"),
+    "p3.replay_divergence": (seed_divergence, "sim:v2/p1"),
+    "p4.missing_gate": (seed_missing_gate, "subject diag:c7"),
+    "p4.runaway_retry": (seed_runaway, "6 proposals"),
+    "p5.stale_write_storm": (seed_stale_storm, "wf:renewal:diag:c9: 4"),
+    "p5.timer_on_moved_row": (seed_timer_noops, "wf:renewal:diag:c10#"),
+    "p5.dead_letter_pileup": (seed_dead_letters, "wf:renewal:diag:c11#2"),
+    "p6.rubber_stamping": (seed_rubber_stamps, "rs-0 approved by bob"),
+    "p6.approval_timeouts": (seed_timeouts, "to-0 expired"),
+}
+
+
+# --- tests --------------------------------------------------------------------------------
+
+
+def test_catalog_is_complete_and_well_formed() -> None:
+    """At least 12 signatures with unique ids, every pattern covered, each seeded by a test."""
+    ids = [s.id for s in CATALOG]
+    assert len(ids) >= 12 and len(set(ids)) == len(ids)
+    assert {s.pattern for s in CATALOG} == {"boundary", "P1", "P2", "P3", "P4", "P5", "P6"}
+    assert set(ids) == set(FAULTS)
+    for s in CATALOG:
+        assert s.symptom and s.detection and s.cause and s.weakness and len(s.corrections) >= 2
+
+
+async def test_clean_run_reports_nothing(store_url: str) -> None:
+    """A healthy 40-customer renewal run shows no failure signature, on both backends; a
+    duplicate send seeded into it is found."""
+    await _record_run(store_url)
+    clock = VirtualClock(CAMPAIGN_START + timedelta(days=400))
+    store = open_store(store_url, clock=clock)
+    try:
+        report = await diagnose(store)
+        assert report.clean, render_markdown(report)
+        assert report.events_read > 300 and report.signatures_checked == len(CATALOG)
+        await seed_duplicate(store, clock)
+        found = await diagnose(store)
+        assert [f.signature for f in found.findings] == ["boundary.duplicate_side_effect"]
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize("signature", sorted(FAULTS))
+async def test_seeded_fault_is_found_alone(
+    signature: str, recorded_run: tuple[Path, datetime], tmp_path: Path
+) -> None:
+    """Each seeded fault fires its own signature with evidence naming it, and only it."""
+    seed, evidence = FAULTS[signature]
+    report, _ = await _diagnose_copy(recorded_run, tmp_path, seed)
+    assert [f.signature for f in report.findings] == [signature], render_markdown(report)
+    finding = report.findings[0]
+    assert finding.count >= 1
+    assert any(evidence in x for x in (finding.summary, *finding.examples)), finding
+
+
+async def test_since_limits_what_is_read(
+    recorded_run: tuple[Path, datetime], tmp_path: Path
+) -> None:
+    """Events before ``since`` are not diagnosed."""
+    source, horizon = recorded_run
+    target = tmp_path / "copy.db"
+    shutil.copy(source, target)
+    store = open_store(f"sqlite:///{target}", clock=VirtualClock(horizon))
+    try:
+        await seed_dead_letters(store, VirtualClock(horizon))
+        assert not (await diagnose(store)).clean
+        later = await diagnose(store, since=horizon + timedelta(seconds=1))
+        assert later.clean and later.events_read == 0
+    finally:
+        await store.close()
+
+
+def test_thresholds_are_bounded() -> None:
+    """A share outside [0, 1] is refused with the number in the message."""
+    with pytest.raises(ConfigError, match=r"expiry_share .* 1\.5"):
+        Thresholds(expiry_share=1.5)
+
+
+async def test_rendering_names_signature_and_corrections(
+    recorded_run: tuple[Path, datetime], tmp_path: Path
+) -> None:
+    """Markdown and the Rich table carry the finding, its cause and ranked corrections."""
+    report, _ = await _diagnose_copy(recorded_run, tmp_path, seed_missing_gate)
+    text = render_markdown(report)
+    assert "`p4.missing_gate` (P4)" in text and "1. Write the outbox only" in text
+    assert render_table(report).row_count == 1
+
+
+def _cli() -> typer.Typer:
+    app = typer.Typer()
+    app.command()(diagnose_command)
+    return app
+
+
+async def test_cli_reports_and_exits(recorded_run: tuple[Path, datetime], tmp_path: Path) -> None:
+    """Clean: exit 0 with the no-findings line; a fault with --fail-on-findings: exit 1 and
+    the Markdown file written."""
+    _, clean_url = await _diagnose_copy(recorded_run, tmp_path / "a", None)
+    _, faulty_url = await _diagnose_copy(recorded_run, tmp_path / "b", seed_timer_noops)
+
+    def invoke(*args: str) -> tuple[int, str]:
+        result = CliRunner().invoke(_cli(), list(args))
+        return result.exit_code, result.output
+
+    code, out = await asyncio.to_thread(invoke, "--store", clean_url, "--fail-on-findings")
+    assert code == 0 and "no failure signatures found" in out
+    md = tmp_path / "findings.md"
+    code, out = await asyncio.to_thread(
+        invoke, "--store", faulty_url, "--markdown", str(md), "--fail-on-findings"
+    )
+    assert code == 1 and "p5.timer_on_moved_row" in out
+    assert "p5.timer_on_moved_row" in md.read_text()
+    code, out = await asyncio.to_thread(invoke, "--store", faulty_url)
+    assert code == 0
+    code, out = await asyncio.to_thread(invoke, "--store", clean_url, "--since", "yesterday")
+    assert code == 2 and "--since" in out
+
+
+def test_docs_list_every_signature() -> None:
+    """docs/diagnose.md carries the catalog exactly as the code renders it."""
+    page = (ROOT / "docs" / "diagnose.md").read_text()
+    assert render_catalog_markdown() in page
+    for s in CATALOG:
+        assert f"`{s.id}`" in page
+
+
+async def test_docs_python_example_runs(
+    recorded_run: tuple[Path, datetime], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The Python example in docs/diagnose.md runs against a recorded store."""
+    page = (ROOT / "docs" / "diagnose.md").read_text()
+    block = page.split("```python\n", 1)[1].split("```", 1)[0]
+    body = "".join(f"    {line}\n" for line in block.splitlines())
+    namespace: dict[str, object] = {}
+    exec(f"async def example(store):\n{body}", namespace)
+    source, horizon = recorded_run
+    target = tmp_path / "docs.db"
+    shutil.copy(source, target)
+    store = open_store(f"sqlite:///{target}", clock=VirtualClock(horizon))
+    try:
+        example = namespace["example"]
+        assert callable(example)
+        await example(store)
+    finally:
+        await store.close()
+    assert "No failure signatures found." in capsys.readouterr().out
