@@ -245,7 +245,8 @@ def _register_control() -> None:
     from seamline._cli_adr import adr
 
     app.command("adr")(adr)
-    from seamline._cli_reliability import evaluate, reliability
+    from seamline._cli_eval import evaluate
+    from seamline._cli_reliability import reliability
 
     app.command("reliability")(reliability)
     app.command("eval")(evaluate)
