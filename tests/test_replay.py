@@ -319,3 +319,159 @@ def test_docs_example_output_is_what_a_fresh_run_prints(cli_outputs: dict[str, A
         for line in block.splitlines():
             if line.strip() and not line.startswith("$ "):
                 assert line.rstrip() in (p.rstrip() for p in printed), line
+
+
+# --- the billing scanner: a P3-spined workload -----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def billing_store(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A small billing job (the P3-spined workload) recorded in a SQLite file."""
+    from seamline.workloads.billing import run_billing
+    from seamline.workloads.billing._credit import simulated_credit_model
+    from seamline.workloads.billing._generate import BILLING_START
+
+    url = f"sqlite:///{tmp_path_factory.mktemp('billing')}/b.db"
+
+    async def go() -> None:
+        clock = VirtualClock(BILLING_START)
+        store = open_store(url, clock=clock)
+        try:
+            await run_billing(
+                store,
+                customers=synthetic_cohort(150, seed=7),
+                cycles=3,
+                seed=7,
+                clock=clock,
+                model=simulated_credit_model(seed=7, clock=clock),
+            )
+        finally:
+            await store.close()
+
+    asyncio.run(go())
+    return url
+
+
+class _HalvingCredits:
+    """A constructed new model: the same credit decisions with every amount halved."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self.name = "sim:halving-v1"
+
+    async def complete(self, request: ModelRequest) -> ModelResponse:
+        response = await self._inner.complete(request)
+        try:
+            proposal = json.loads(response.text)
+            proposal["amount"] = str((Decimal(proposal["amount"]) / 2).quantize(Decimal("0.01")))
+        except (ValueError, KeyError, TypeError):
+            return response  # malformed on purpose: rejected the same way on both sides
+        return ModelResponse(
+            json.dumps(proposal), self.name, "v1", response.usage, 0.0, simulated=True
+        )
+
+
+async def test_recovery_replay_of_a_billing_job_is_bit_exact(billing_store: str) -> None:
+    """Every credit case is rebuilt from the P3 log and the ledger as it stood, and replays
+    with identical prompt hashes, outputs, verdicts and commits."""
+    from seamline.method._replay_billing import billing_boundary, billing_inputs, billing_jobs
+    from seamline.workloads.billing._credit import simulated_credit_model
+
+    store = open_store(billing_store)
+    scratch = open_store("sqlite:///:memory:")
+    try:
+        (job,) = await billing_jobs(store)
+        inputs = await billing_inputs(store, job)
+        assert len(inputs) >= 10
+        report = await recovery_replay(
+            store, billing_boundary(simulated_credit_model()), inputs, scratch=scratch
+        )
+    finally:
+        await scratch.close()
+        await store.close()
+    assert report.exact, report.mismatches[:3]
+    assert report.reproduced == len(inputs)
+
+
+async def test_rederiving_billing_counts_every_changed_amount_and_advises_p5(
+    billing_store: str,
+) -> None:
+    """A new model that makes no mistakes but halves every credit changes the amount of every
+    instance accepted on both sides (the original's accepted credits are the correct ones);
+    on the P3-spined billing workload that divergence advises P3 → P5."""
+    from seamline.method._replay_billing import billing_boundary, billing_inputs, billing_jobs
+    from seamline.workloads.billing._credit import simulated_credit_model
+
+    store = open_store(billing_store)
+    scratch = open_store("sqlite:///:memory:")
+    try:
+        (job,) = await billing_jobs(store)
+        inputs = await billing_inputs(store, job)
+        report = await rederive(
+            store,
+            billing_boundary(simulated_credit_model()),
+            inputs,
+            model=_HalvingCredits(simulated_credit_model("perfect-v1", seed=7)),
+            scratch=scratch,
+            review_run="halving",
+            spine="P3",
+            decision_fields=("amount", "reason_code"),
+            queue=False,
+        )
+    finally:
+        await scratch.close()
+        await store.close()
+    amount = next(f for f in report.fields if f.field == "amount")
+    assert amount.compared > 0 and amount.changed == amount.compared
+    with_amount = [c for c in report.changed if any(x.startswith("amount:") for x in c.changes)]
+    assert len(with_amount) == amount.changed
+    assert report.divergence_rate >= amount.changed / report.instances
+    assert report.recommendation is not None and report.recommendation.move == "P3 → P5"
+
+
+def test_cli_replays_the_billing_job_with_its_adr_spine(billing_store: str) -> None:
+    """`replay recover --workload billing` is EXACT; `rederive --workload billing` runs on the
+    P3 spine the billing ADR chose, without --spine."""
+    runner = CliRunner()
+    recover = runner.invoke(
+        replay_app, ["recover", "--workload", "billing", "--store", billing_store]
+    )
+    assert recover.exit_code == 0, recover.output
+    assert "boundary billing-credit" in recover.output and "result: EXACT" in recover.output
+    rederived = runner.invoke(
+        replay_app,
+        [
+            "rederive",
+            "--workload",
+            "billing",
+            "--store",
+            billing_store,
+            "--profile",
+            "careless-v1",
+            "--no-queue",
+        ],
+    )
+    assert rederived.exit_code == 0, rederived.output
+    said = " ".join(rederived.output.split())
+    assert "boundary billing-credit" in said
+    assert "RECOMMENDATION P3 → P5" in said or "(spine P3," in said
+
+
+def test_workload_spines_are_the_ones_their_adrs_choose() -> None:
+    """The replay command's default spine per workload is what `seamline adr` decides from
+    that workload's answers file."""
+    from seamline._cli_replay import WORKLOAD_SPINE
+    from seamline.method import decide, load_answers
+
+    for name, spine in WORKLOAD_SPINE.items():
+        adr = decide(load_answers(ROOT / "examples" / "workloads" / name / "adr.yaml"))
+        assert adr.spine.startswith(spine), (name, adr.spine)
+
+
+def test_cli_refuses_an_unknown_workload(tmp_path: Path) -> None:
+    """--workload names a replayable workload; anything else is a usage error naming them."""
+    result = CliRunner().invoke(
+        replay_app, ["recover", "--workload", "porting", "--store", f"sqlite:///{tmp_path}/x.db"]
+    )
+    assert result.exit_code == 2
+    assert "renewal, billing" in " ".join(result.output.split())

@@ -1,4 +1,5 @@
-"""``seamline replay``: recovery replay and re-derivation over a renewal job in a store."""
+"""``seamline replay``: recovery replay and re-derivation over a recorded job in a store: the
+renewal agent (P5 spine) or the billing scanner (P3 spine)."""
 
 from __future__ import annotations
 
@@ -22,11 +23,22 @@ __all__ = ["replay_app"]
 _out = Console()
 
 replay_app = typer.Typer(
-    help="Replay a recorded renewal job: recover (reproduce it from its record, exactly) or "
-    "rederive (run its inputs through another model version and hold changed decisions for "
-    "review). The job is found by the same --data/--limit/--seed as `renewals run`.",
+    help="Replay a recorded job: recover (reproduce it from its record, exactly) or rederive "
+    "(run its inputs through another model version and hold changed decisions for review). "
+    "--workload renewal (default) finds the job by the same --data/--limit/--seed as "
+    "`renewals run`; --workload billing takes the job from --job or the store's only one.",
     no_args_is_help=True,
 )
+
+WORKLOAD_SPINE: dict[str, Literal["P3", "P5"]] = {"renewal": "P5", "billing": "P3"}
+"""Each replayable workload's state spine, as its ADR decides it (a test checks they agree)."""
+WorkloadOption = Annotated[
+    str, typer.Option(help="Which workload's job: renewal (P5 spine) or billing (P3 spine).")
+]
+JobOption = Annotated[
+    str | None,
+    typer.Option(help="Billing only: the job id (default: the only billing job in the store)."),
+]
 
 DataOption = Annotated[
     Path | None,
@@ -34,6 +46,7 @@ DataOption = Annotated[
 ]
 LimitOption = Annotated[int | None, typer.Option(min=1, help="The --limit the job ran with.")]
 DECISION_FIELDS = ("churn_risk", "plan", "term_months", "discount", "monthly_price")
+BILLING_DECISION_FIELDS = ("amount", "reason_code")
 
 
 def _cohort(data: Path | None, limit: int | None, seed: int) -> Sequence[Any]:
@@ -47,7 +60,18 @@ def _cohort(data: Path | None, limit: int | None, seed: int) -> Sequence[Any]:
     return customers[:limit] if limit is not None else customers
 
 
-async def _setup(store: Store, data: Path | None, limit: int | None, seed: int) -> Any:
+async def _setup(
+    store: Store,
+    workload: str,
+    data: Path | None,
+    limit: int | None,
+    seed: int,
+    job: str | None,
+) -> Any:
+    if workload == "billing":
+        return await _billing_setup(store, job)
+    if job is not None:
+        raise ConfigError("--job is for --workload billing; a renewal job is found by its cohort")
     from seamline.method._replay import renewal_inputs
     from seamline.workloads.renewal._job import job_id
 
@@ -61,23 +85,70 @@ async def _setup(store: Store, data: Path | None, limit: int | None, seed: int) 
     return job_id(customers, seed), inputs
 
 
-def _boundary() -> Any:
+async def _billing_setup(store: Store, job: str | None) -> Any:
+    from seamline.method._replay_billing import billing_inputs, billing_jobs
+
+    if job is None:
+        jobs = await billing_jobs(store)
+        if len(jobs) != 1:
+            raise ConfigError(
+                "no billing job in the store; run `seamline billing run` with this --store first"
+                if not jobs
+                else f"the store holds {len(jobs)} billing jobs; choose one with --job: "
+                + ", ".join(jobs)
+            )
+        job = jobs[0]
+    inputs = await billing_inputs(store, job)
+    if not inputs:
+        raise ConfigError(f"billing job {job} has no recorded credit decisions to replay")
+    return job, inputs
+
+
+def _workload(name: str) -> str:
+    if name not in WORKLOAD_SPINE:
+        raise ConfigError(f"--workload must be one of {', '.join(WORKLOAD_SPINE)}; got {name!r}")
+    return name
+
+
+def _boundary(workload: str = "renewal") -> Any:
+    # The model given here is replaced on a copy by the recorded or the new one.
+    if workload == "billing":
+        from seamline.method._replay_billing import billing_boundary
+        from seamline.workloads.billing._credit import simulated_credit_model
+
+        return billing_boundary(simulated_credit_model())
     from seamline.workloads.renewal._job import CAMPAIGN_START
     from seamline.workloads.renewal._offer import PolicyBook, SimulatedRenewalModel, offer_boundary
 
-    # The model given here is replaced on a copy by the recorded or the new one.
     return offer_boundary(SimulatedRenewalModel("typical-v1"), PolicyBook(CAMPAIGN_START))
+
+
+def _new_model(workload: str, profile: str, seed: int) -> Any:
+    from seamline.clock import VirtualClock
+
+    if workload == "billing":
+        from seamline.workloads.billing._credit import simulated_credit_model
+        from seamline.workloads.billing._generate import BILLING_START
+
+        return simulated_credit_model(profile, seed=seed, clock=VirtualClock(BILLING_START))
+    from seamline.workloads.renewal._job import CAMPAIGN_START
+    from seamline.workloads.renewal._offer import SimulatedRenewalModel
+
+    return SimulatedRenewalModel(profile, seed=seed, clock=VirtualClock(CAMPAIGN_START))
 
 
 @replay_app.command("recover")
 def recover(
     store: StoreOption = DEFAULT_STORE_URL,
+    workload: WorkloadOption = "renewal",
     data: DataOption = None,
     limit: LimitOption = None,
     seed: SeedOption = 7,
+    job_id: JobOption = None,
 ) -> None:
-    """Recovery replay: re-run every recorded assessment from its recorded model outputs
-    into a scratch store and check it matches the record exactly."""
+    """Recovery replay: re-run every recorded boundary instance of a job (renewal
+    assessments, or billing credit decisions) from its recorded model outputs into a scratch
+    store and check it matches the record exactly."""
     from seamline.method._replay import recovery_replay
 
     async def go() -> int:
@@ -86,8 +157,9 @@ def recover(
             with tempfile.TemporaryDirectory() as tmp:
                 scratch = open_store(f"sqlite:///{tmp}/scratch.db")
                 try:
-                    job, inputs = await _setup(original, data, limit, seed)
-                    report = await recovery_replay(original, _boundary(), inputs, scratch=scratch)
+                    job, inputs = await _setup(original, workload, data, limit, seed, job_id)
+                    boundary = _boundary(workload)
+                    report = await recovery_replay(original, boundary, inputs, scratch=scratch)
                 finally:
                     await scratch.close()
         finally:
@@ -107,6 +179,7 @@ def recover(
         return 0 if report.exact else 1
 
     with command_errors():
+        _workload(workload)
         code = asyncio.run(go())
     raise typer.Exit(code)
 
@@ -114,15 +187,21 @@ def recover(
 @replay_app.command("rederive")
 def rederive_command(
     store: StoreOption = DEFAULT_STORE_URL,
+    workload: WorkloadOption = "renewal",
     profile: Annotated[
         str, typer.Option(help="The simulated profile to re-derive with.")
     ] = "typical-v2",
     data: DataOption = None,
     limit: LimitOption = None,
     seed: SeedOption = 7,
+    job_id: JobOption = None,
     spine: Annotated[
-        str, typer.Option(help="The workload's state spine, P3 or P5 (renewals run on P5).")
-    ] = "P5",
+        str | None,
+        typer.Option(
+            help="Override the workload's state spine, P3 or P5 (default: its ADR's — "
+            "renewal P5, billing P3)."
+        ),
+    ] = None,
     threshold: Annotated[
         float, typer.Option(min=0.0, max=1.0, help="Decision divergence that advises P3 → P5.")
     ] = 0.10,
@@ -132,15 +211,15 @@ def rederive_command(
 ) -> None:
     """Re-derivation: run the job's recorded inputs through another (simulated) model version
     into a scratch store, diff against the original, and queue changed decisions for review.
-    The original history is not changed."""
-    from seamline.clock import VirtualClock
+    The original history is not changed. On a P3-spined workload (billing) a divergence above
+    --threshold advises moving the spine to P5."""
     from seamline.method._replay import rederive
-    from seamline.workloads.renewal._job import CAMPAIGN_START
-    from seamline.workloads.renewal._offer import SimulatedRenewalModel
 
-    if spine not in ("P3", "P5"):
+    if spine not in (None, "P3", "P5"):
         raise typer.BadParameter(f"--spine must be P3 or P5, got {spine!r}")
-    chosen: Literal["P3", "P5"] = "P3" if spine == "P3" else "P5"
+    chosen: Literal["P3", "P5"] = (
+        "P3" if spine == "P3" else "P5" if spine == "P5" else WORKLOAD_SPINE.get(workload, "P5")
+    )
 
     async def go() -> None:
         original = open_existing_store(store)
@@ -148,20 +227,20 @@ def rederive_command(
             with tempfile.TemporaryDirectory() as tmp:
                 scratch = open_store(f"sqlite:///{tmp}/scratch.db")
                 try:
-                    job, inputs = await _setup(original, data, limit, seed)
-                    model = SimulatedRenewalModel(
-                        profile, seed=seed, clock=VirtualClock(CAMPAIGN_START)
-                    )
+                    job, inputs = await _setup(original, workload, data, limit, seed, job_id)
+                    model = _new_model(workload, profile, seed)
                     report = await rederive(
                         original,
-                        _boundary(),
+                        _boundary(workload),
                         inputs,
                         model=model,
                         scratch=scratch,
                         review_run=f"{job}:{profile}",
                         spine=chosen,
                         threshold=threshold,
-                        decision_fields=DECISION_FIELDS,
+                        decision_fields=BILLING_DECISION_FIELDS
+                        if workload == "billing"
+                        else DECISION_FIELDS,
                         queue=queue,
                     )
                 finally:
@@ -171,6 +250,7 @@ def rederive_command(
         _print(job, report)
 
     with command_errors():
+        _workload(workload)
         asyncio.run(go())
 
 
