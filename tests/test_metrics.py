@@ -6,10 +6,11 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
+import pydantic
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from typer.testing import CliRunner
@@ -30,6 +31,8 @@ from seamline.metrics import (
 )
 from seamline.models import ScriptedModel
 from seamline.store import RunRecord, RunStatus, SpanRecord, SqlStore, UnitOfWork, open_store
+from seamline.telemetry import configure_tracing, flush_spans, shutdown_tracing_sync
+from seamline.tools import HardenedTool, ToolError
 from tests._offers import GOOD, Customer, offer_boundary
 from tests.conftest import T0
 
@@ -90,7 +93,7 @@ def rejected(run: RunRecord, attempt: int, *verifiers: str) -> UnitOfWork:
 
 
 def span(
-    span_id: str, name: str, *, status: str = "OK", at: datetime, trace_id: str = "t1"
+    span_id: str, name: str, *, status: str = "ok", at: datetime, trace_id: str = "t1"
 ) -> SpanRecord:
     return SpanRecord(
         span_id, trace_id, None, name, None, at - timedelta(seconds=1), at, status, "{}"
@@ -263,13 +266,13 @@ async def test_tool_error_rate_per_tool_from_kept_spans(store: SqlStore) -> None
     at = SINCE + timedelta(hours=1)
     spans = [
         span("s1", "execute_tool lookup", at=at),
-        span("s2", "execute_tool lookup", at=at, status="ERROR"),
-        span("s3", "execute_tool lookup", at=at, status="UNSET"),
-        span("s4", "execute_tool lookup", at=at, status="ERROR"),
+        span("s2", "execute_tool lookup", at=at, status="error"),
+        span("s3", "execute_tool lookup", at=at, status="unset"),
+        span("s4", "execute_tool lookup", at=at, status="error"),
         span("s5", "execute_tool send", at=at),
         span("s6", "chat sim:model", at=at),
-        span("s7", "execute_tool lookup", at=UNTIL, status="ERROR"),
-        span("s8", "execute_tool lookup", at=at, status="ERROR", trace_id="t2"),
+        span("s7", "execute_tool lookup", at=UNTIL, status="error"),
+        span("s8", "execute_tool lookup", at=at, status="error", trace_id="t2"),
     ]
     await store.apply(UnitOfWork().record_spans(spans))
     m = await compute_metrics(store, since=SINCE, until=UNTIL, kind="renewal")
@@ -283,6 +286,47 @@ async def test_tool_error_rate_per_tool_from_kept_spans(store: SqlStore) -> None
     assert [(t.tool, t.calls, t.errors) for t in billing.tool_errors] == [("lookup", 1, 1)]
     later = await compute_metrics(store, since=UNTIL + DAY, until=UNTIL + 2 * DAY)
     assert later.tool_errors is None
+
+
+class Lookup(pydantic.BaseModel):
+    customer: str
+
+
+class Plan(pydantic.BaseModel):
+    plan: str
+
+
+async def test_tool_errors_from_real_traced_tool_calls(
+    store: SqlStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Spans of real HardenedTool calls, traced and flushed to the store, count as errors
+    per tool: a tool that raises is an error, one that answers is not."""
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_ENDPOINT", raising=False)
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", raising=False)
+
+    async def down(q: Lookup) -> dict[str, str]:
+        raise RuntimeError("billing API is down")
+
+    async def up(q: Lookup) -> dict[str, str]:
+        return {"plan": "basic"}
+
+    configure_tracing(keep_spans=True)
+    try:
+        broken = HardenedTool("billing", down, input=Lookup, output=Plan, attempts=1)
+        working = HardenedTool("usage", up, input=Lookup, output=Plan)
+        for _ in range(2):
+            assert isinstance(await broken.call({"customer": "c1"}), ToolError)
+        assert not isinstance(await working.call({"customer": "c1"}), ToolError)
+        assert await flush_spans(store) == 3
+    finally:
+        shutdown_tracing_sync()
+    now = datetime.now(UTC)
+    m = await compute_metrics(store, since=now - DAY, until=now + DAY)
+    assert m.tool_errors is not None
+    assert [(t.tool, t.calls, t.errors, t.rate) for t in m.tool_errors] == [
+        ("billing", 2, 2, 1.0),
+        ("usage", 1, 0, 0.0),
+    ]
 
 
 # --- alerts --------------------------------------------------------------------------------
@@ -389,7 +433,7 @@ async def test_prometheus_text_parses_with_labels(store: SqlStore) -> None:
     )
     await store.apply(
         UnitOfWork().record_spans(
-            [span("s1", "execute_tool lookup", at=SINCE + DAY / 2, status="ERROR")]
+            [span("s1", "execute_tool lookup", at=SINCE + DAY / 2, status="error")]
         )
     )
     text = await prometheus_text(store, window=DAY, now=UNTIL)

@@ -20,9 +20,20 @@ from opentelemetry.trace import StatusCode
 from seamline import telemetry
 from seamline.boundary import Committed, Fail, Failed, Runtime
 from seamline.clock import VirtualClock
+from seamline.errors import ConfigError
 from seamline.models import ScriptedModel
-from seamline.patterns import Gate, KillSwitch
-from seamline.store import SqlStore
+from seamline.patterns import (
+    Gate,
+    KillSwitch,
+    Moved,
+    TransitionProposal,
+    TransitionRejected,
+    apply_transition,
+    decide_approval,
+    request_approval,
+    set_throttle,
+)
+from seamline.store import SqlStore, UnitOfWork
 from seamline.telemetry import (
     REDACTED,
     Redactor,
@@ -34,6 +45,7 @@ from seamline.telemetry import (
 )
 from seamline.tools import HardenedTool
 from tests._offers import GOOD, Customer, offer_boundary
+from tests._workflows import RENEWAL, WORKFLOW
 
 CUSTOMER = Customer(id="c1")
 
@@ -177,6 +189,139 @@ async def test_gate_and_human_spans(
     assert (h["seamline.principal"], h["seamline.decision"]) == ("visitor", "deny")
 
 
+def move(source: str, target: str, version: int, **patch: object) -> TransitionProposal:
+    return TransitionProposal.model_validate(
+        {"from": source, "to": target, "if_version": version, "patch": patch}
+    )
+
+
+def exported_text(exporter: InMemorySpanExporter) -> str:
+    return json.dumps([dict(s.attributes or {}) for s in exporter.get_finished_spans()])
+
+
+async def test_transition_spans_name_the_move_and_its_outcome(
+    exported: InMemorySpanExporter, store: SqlStore, clock: VirtualClock
+) -> None:
+    """A P5 move is a `transition {kind}` span with row, from, to, version, actor and outcome
+    moved, a child of the span in force; a refused move names its reject code and has no
+    from or version; the proposal's patch (customer data) is never put in a span."""
+    unit = UnitOfWork()
+    WORKFLOW.start(unit, "c1", {"customer": "c1"}, clock.now(), actor="test")
+    await store.apply(unit)
+    with span("invoke_agent renewal-step") as parent:
+        moved = await apply_transition(
+            store,
+            RENEWAL,
+            "c1",
+            move("open", "offered", 1, discount=0.1, email="jane@example.com"),
+            actor="alice",
+        )
+    illegal = await apply_transition(store, RENEWAL, "c1", move("offered", "renewed", 2), actor="b")
+    assert isinstance(moved, Moved) and isinstance(illegal, TransitionRejected)
+    first, second = [s for s in exported.get_finished_spans() if s.name == "transition renewal"]
+    assert dict(first.attributes or {}) == {
+        "seamline.row_id": "c1",
+        "seamline.actor": "alice",
+        "seamline.transition.from": "open",
+        "seamline.transition.to": "offered",
+        "seamline.transition.version": 2,
+        "seamline.transition.outcome": "moved",
+    }
+    parent_context = parent.get_span_context()
+    assert first.parent is not None and first.parent.span_id == parent_context.span_id
+    assert first.context is not None and first.context.trace_id == parent_context.trace_id
+    assert dict(second.attributes or {}) == {
+        "seamline.row_id": "c1",
+        "seamline.actor": "b",
+        "seamline.transition.to": "renewed",
+        "seamline.transition.outcome": "illegal_transition",
+    }
+    assert second.parent is None, "a move made outside any span starts its own trace"
+    assert "jane@" not in exported_text(exported)
+
+
+async def test_human_decision_spans(
+    exported: InMemorySpanExporter, store: SqlStore, clock: VirtualClock
+) -> None:
+    """Approve, reject and edit are `human {decision}` spans naming the principal, the
+    approval and the outcome (a second decision is not_pending, a non-approver
+    not_authorised); inside a request's span they are its children; edited values and
+    reasons, which may hold customer data, are not put in spans."""
+    for approval_id in ("a1", "a2", "a3"):
+        await request_approval(
+            store,
+            id=approval_id,
+            reason="discount above the policy",
+            request={"discount": "0.40"},
+            requested_by="agent",
+            now=clock.now(),
+            sla=timedelta(hours=4),
+        )
+    with span("POST /approvals/a1/decide") as parent:
+        await decide_approval(store, "a1", principal="bob", decision="approve", reason="fine")
+    await decide_approval(store, "a2", principal="bob", decision="reject", reason="too much")
+    await decide_approval(
+        store,
+        "a3",
+        principal="ann",
+        decision="edit",
+        reason="call jane, phone: 555-0100",
+        edited={"discount": "0.20", "email": "jane@example.com"},
+    )
+    await decide_approval(store, "a1", principal="ann", decision="reject", reason="late")
+    await decide_approval(
+        store, "a2", principal="eve", decision="approve", reason="x", approvers=frozenset({"bob"})
+    )
+    human = [s for s in exported.get_finished_spans() if s.name.startswith("human ")]
+    assert [
+        (
+            s.name,
+            (s.attributes or {})["seamline.principal"],
+            (s.attributes or {})["seamline.subject"],
+            (s.attributes or {})["seamline.decision"],
+        )
+        for s in human
+    ] == [
+        ("human approve", "bob", "a1", "approved"),
+        ("human reject", "bob", "a2", "rejected"),
+        ("human edit", "ann", "a3", "edited"),
+        ("human reject", "ann", "a1", "not_pending"),
+        ("human approve", "eve", "a2", "not_authorised"),
+    ]
+    parent_context = parent.get_span_context()
+    assert human[0].parent is not None and human[0].parent.span_id == parent_context.span_id
+    assert all(s.parent is None for s in human[1:])
+    assert all(s.status.status_code is StatusCode.UNSET for s in human)
+    assert await flush_spans(store) == len(exported.get_finished_spans())
+    kept = [s for s in await store.spans() if s.name.startswith("human ")]
+    assert sorted(s.name for s in kept) == sorted(s.name for s in human)
+    text = exported_text(exported) + json.dumps([s.attributes for s in await store.spans()])
+    for leaked in ("jane@", "555-0100", "0.20"):
+        assert leaked not in text
+
+
+async def test_throttle_change_is_a_human_span(
+    exported: InMemorySpanExporter, store: SqlStore
+) -> None:
+    """set_throttle is a `human throttle` span with the principal, the throttle's row and the
+    new cap (none when the override is cleared); a refused value is an ERROR span."""
+    await set_throttle(store, "outreach", per_minute=0, principal="bob", reason="complaints")
+    await set_throttle(store, "outreach", per_minute=None, principal="bob", reason="resolved")
+    with pytest.raises(ConfigError, match="per_minute"):
+        await set_throttle(store, "outreach", per_minute=-1, principal="eve", reason="x")
+    paused, cleared, refused = exported.get_finished_spans()
+    assert {paused.name, cleared.name, refused.name} == {"human throttle"}
+    assert dict(paused.attributes or {}) == {
+        "seamline.principal": "bob",
+        "seamline.subject": "throttle:outreach",
+        "seamline.throttle.per_minute": 0,
+        "seamline.decision": "allow",
+    }
+    assert "seamline.throttle.per_minute" not in (cleared.attributes or {})
+    assert refused.status.status_code is StatusCode.ERROR
+    assert "seamline.decision" not in (refused.attributes or {})
+
+
 # --- redaction --------------------------------------------------------------------------------
 
 
@@ -204,6 +349,29 @@ def test_redactor_replaces_secrets_and_pii() -> None:
         "gen_ai.usage.input_tokens": 12,
         "gen_ai.tool.name": "usage",
     }
+
+
+def test_redactor_value_redacts_at_every_depth_but_keeps_who_acted() -> None:
+    """value() redacts secret and PII keys and secrets in text inside nested mappings and
+    lists; keys naming who acted keep `token:ops`, which is a principal, not a token."""
+    r = Redactor(["email", "contract_ref"])
+    payload = {
+        "customer": {"email": "a@b.c", "plan": "basic", "refs": [{"contract_ref": "CR-7"}]},
+        "auth": {"api_key": "k", "note": "use sk-abcdefghijklmnop1234"},
+        "by": "token:ops",
+        "decided_by": "alice",
+        "comment": "token: abc123",
+        "attempts": [1, None, True],
+    }
+    assert r.value(payload) == {
+        "customer": {"email": REDACTED, "plan": "basic", "refs": [{"contract_ref": REDACTED}]},
+        "auth": {"api_key": REDACTED, "note": f"use {REDACTED}"},
+        "by": "token:ops",
+        "decided_by": "alice",
+        "comment": f"token: {REDACTED}",
+        "attempts": [1, None, True],
+    }
+    assert r.attributes({"seamline.principal": "token:ops"}) == {"seamline.principal": "token:ops"}
 
 
 async def test_exporters_only_see_redacted_attributes(exported: InMemorySpanExporter) -> None:

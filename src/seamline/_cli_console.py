@@ -39,7 +39,11 @@ def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8700,
 ) -> None:
-    """Serve the console at http://HOST:PORT over the store (Prometheus at /metrics)."""
+    """Serve the console at http://HOST:PORT over the store (Prometheus at /metrics).
+
+    People's actions (approve, reject, edit, kill, revive, throttle) are traced: their
+    ``human …`` spans are kept in the store, and exported when OTEL_EXPORTER_OTLP_ENDPOINT
+    is set."""
     with command_errors():
         try:
             import uvicorn
@@ -50,9 +54,16 @@ def serve(
                 f"the console needs its extra: pip install 'seamline[console]' ({exc.name} "
                 "is missing)"
             ) from exc
+        from seamline.telemetry import configure_tracing, shutdown_tracing_sync
+
         app = create_app(load_console_config(config), store_url=store)
         _out.print(f"seamline console on http://{host}:{port} over {store}", soft_wrap=True)
-        uvicorn.run(app, host=host, port=port, log_level="warning")
+        # people's actions are traced: the app keeps each action's spans in its store
+        configure_tracing(keep_spans=True)
+        try:
+            uvicorn.run(app, host=host, port=port, log_level="warning")
+        finally:
+            shutdown_tracing_sync()
 
 
 @console_app.command("hash-password")

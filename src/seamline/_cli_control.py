@@ -23,6 +23,7 @@ from seamline.patterns import (
     expire_overdue,
 )
 from seamline.store import DEFAULT_STORE_URL, NotPending, SqlStore
+from seamline.telemetry import configure_tracing, shutdown_tracing
 
 __all__ = ["approvals_app", "kill_app"]
 
@@ -83,11 +84,17 @@ def _run(work: Any) -> Any:
         raise fail(exc) from exc
 
 
-async def _with_store(url: str, fn: Any) -> Any:
+async def _with_store(url: str, fn: Any, *, traced: bool = False) -> Any:
+    """Run ``fn`` over the store; ``traced``: a person's action, whose ``human …`` span is
+    kept in that store (and exported by OTLP when configured), as ``worker`` keeps its own."""
     store: SqlStore = open_existing_store(url)
+    if traced:
+        configure_tracing(store)
     try:
         return await fn(store)
     finally:
+        if traced:
+            await shutdown_tracing(store)
         await store.close()
 
 
@@ -181,7 +188,7 @@ def _decide(
         elif isinstance(result, NotAuthorised):
             raise ConfigError(result.reason)
 
-    _run(_with_store(store, go))
+    _run(_with_store(store, go, traced=True))
 
 
 @approvals_app.command()
@@ -253,7 +260,7 @@ def _switch(
             raise ConfigError(f"{result.reason} (see kill_switch in the control file)")
         _out.print(f"{scope}: {'revived' if revive else 'stopped'} by {principal}")
 
-    _run(_with_store(store, go))
+    _run(_with_store(store, go, traced=True))
 
 
 @kill_app.command("stop")

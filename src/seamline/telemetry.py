@@ -48,12 +48,14 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_REDACT_FIELDS",
     "REDACTED",
+    "STATUS_ERROR",
     "RedactingFilter",
     "Redactor",
     "configure_tracing",
     "current_trace_id",
     "flush_spans",
     "provider_name",
+    "redactor",
     "set_error",
     "shutdown_tracing",
     "shutdown_tracing_sync",
@@ -63,6 +65,10 @@ __all__ = [
 ]
 
 REDACTED = "[redacted]"
+STATUS_ERROR = "error"
+"""A kept span's ``status`` when it failed. Kept statuses are OpenTelemetry's status codes in
+lower case (``unset``, ``ok``, ``error``): the one spelling the store, metrics and
+``seamline runs show`` compare with."""
 DEFAULT_REDACT_FIELDS = ("email", "phone", "name", "address", "customer_name")
 """PII field names redacted by default (the Telco data's customer fields and the like)."""
 
@@ -77,6 +83,9 @@ _SECRET_VALUES = (
     (re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*://[^:/@\s]*:)[^@\s/]+@"), r"\1" + REDACTED + "@"),
 )
 _TRIGGERS = (("sk-",), ("bearer", "basic"), ("://",))
+# Keys naming who acted: a user, ``token:NAME``, ``gate:NAME``, ``sla``. Names from config,
+# never secrets, and what an audit needs: ``token:ops`` is not a ``token: value`` pair.
+_WHO_KEYS = frozenset({"principal", "actor", "by", "decided_by", "requested_by"})
 _MAX_BUFFER = 20_000
 _OWN_NAMESPACES = ("gen_ai.", "seamline.", "otel.")
 
@@ -86,7 +95,8 @@ class Redactor:
     text. A key is secret when one of its words (split at ``.``, ``_`` and ``-``) names a
     secret (``api_key``, ``password``, ``token``, ``authorization``, ``secret``), or when its
     last part is one of ``fields``; in free text, API keys, bearer tokens, URL passwords and
-    ``field: value`` / ``field=value`` pairs of those fields are replaced."""
+    ``field: value`` / ``field=value`` pairs of those fields are replaced. Values of keys
+    that name who acted (``seamline.principal``, ``actor``, ``decided_by``…) are kept."""
 
     def __init__(self, fields: Sequence[str] = DEFAULT_REDACT_FIELDS) -> None:
         self.fields = frozenset(f.strip().lower() for f in fields if f.strip())
@@ -133,6 +143,8 @@ class Redactor:
         for key, value in attributes.items():
             if self.secret_key(key):
                 out[key] = REDACTED
+            elif _names_who(key):
+                out[key] = value
             elif isinstance(value, str):
                 out[key] = self.text(value)
             elif isinstance(value, tuple | list) and any(isinstance(v, str) for v in value):
@@ -140,6 +152,24 @@ class Redactor:
             else:
                 out[key] = value
         return out
+
+    def value(self, value: Any) -> Any:
+        """A JSON-like value (an event payload, a row's data) redacted at every depth: the
+        values of secret and PII keys, and secrets and ``field: value`` pairs in text."""
+        if isinstance(value, Mapping):
+            return {k: self._item(k, v) for k, v in value.items()}
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, list | tuple):
+            return [self.value(v) for v in value]
+        return value
+
+    def _item(self, key: object, value: Any) -> Any:
+        if not isinstance(key, str):
+            return self.value(value)
+        if self.secret_key(key):
+            return REDACTED
+        return value if _names_who(key) else self.value(value)
 
     def span(self, span: ReadableSpan) -> ReadableSpan:
         """A copy of ``span`` with its attributes, events and status text redacted."""
@@ -163,6 +193,10 @@ class Redactor:
             end_time=span.end_time,
             instrumentation_scope=span.instrumentation_scope,
         )
+
+
+def _names_who(key: str) -> bool:
+    return key.lower().rsplit(".", 1)[-1] in _WHO_KEYS
 
 
 class RedactingFilter(logging.Filter):
@@ -284,8 +318,7 @@ def configure_tracing(
     ``SEAMLINE_REDACT_FIELDS``.
     """
     shutdown_tracing_sync()
-    env_fields = [f for f in os.environ.get("SEAMLINE_REDACT_FIELDS", "").split(",") if f.strip()]
-    redactor = Redactor([*redact_fields, *env_fields])
+    redacting = redactor(redact_fields)
     processors: list[SpanProcessor] = []
     if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get(
         "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
@@ -299,14 +332,21 @@ def configure_tracing(
     if keep is not None:
         processors.append(keep)
     provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
-    provider.add_span_processor(_Redacting(redactor, processors))
-    log_filter = RedactingFilter(redactor)
+    provider.add_span_processor(_Redacting(redacting, processors))
+    log_filter = RedactingFilter(redacting)
     logging.getLogger("seamline").addFilter(log_filter)
     with _state.lock:
         _state.provider, _state.keep, _state.store = provider, keep, store
         _state.tracer = provider.get_tracer("seamline")
         _state.filter = log_filter
     return provider
+
+
+def redactor(fields: Sequence[str] = DEFAULT_REDACT_FIELDS) -> Redactor:
+    """The redactor tracing uses: PII ``fields`` plus the comma-separated
+    ``SEAMLINE_REDACT_FIELDS`` (the console redacts its pages with the same rules)."""
+    env_fields = [f for f in os.environ.get("SEAMLINE_REDACT_FIELDS", "").split(",") if f.strip()]
+    return Redactor([*fields, *env_fields])
 
 
 def tracing_enabled() -> bool:
@@ -373,7 +413,7 @@ def _record(s: ReadableSpan) -> Any:
     assert context is not None
     attributes = dict(s.attributes or {})
     run_id = attributes.get("seamline.run_id")
-    status = s.status.status_code.name.lower()
+    status = s.status.status_code.name.lower()  # unset, ok or STATUS_ERROR
     if s.status.description:
         attributes["otel.status_description"] = s.status.description
     return SpanRecord(

@@ -1,27 +1,28 @@
 """The operations console: a FastAPI app over one store, server-rendered pages plus a JSON
-API, with log-in, roles, CSRF on every form, and every human action audited."""
+API (:mod:`seamline.console._api`), with log-in, roles, CSRF on every form, every human
+action audited and traced, alerts evaluated as they are shown, and row data, payloads and
+free text redacted like spans."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, FastAPI, Form, HTTPException, Request
-from fastapi.encoders import jsonable_encoder
+from fastapi import FastAPI, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from markdown_it import MarkdownIt
 from starlette.middleware.sessions import SessionMiddleware
 
-from seamline.console import _data
+from seamline.console import _actions, _data
+from seamline.console._actions import AlertCheck, plain
+from seamline.console._api import api_router, approval_status
 from seamline.console._auth import (
     LoginRequired,
     Principal,
@@ -31,26 +32,13 @@ from seamline.console._auth import (
 )
 from seamline.console._config import ConsoleConfig, Role, verify_password
 from seamline.errors import ConfigError
-from seamline.patterns import (
-    ApprovalDecided,
-    KillSwitch,
-    NotAuthorised,
-    decide_approval,
-    set_throttle,
-)
-from seamline.store import ApprovalStatus, NotPending, Store, UnitOfWork, open_store
+from seamline.metrics import AlertRules
+from seamline.store import Store, UnitOfWork, open_store
+from seamline.telemetry import Redactor, flush_spans, redactor
 
 __all__ = ["create_app"]
 
 HERE = Path(__file__).parent
-Decision = Literal["approve", "reject", "edit"]
-
-
-def _plain(value: Any) -> Any:
-    """Records as JSON-ready values: money as exact strings, times in ISO 8601."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        value = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
-    return jsonable_encoder(value, custom_encoder={Decimal: str, datetime: datetime.isoformat})
 
 
 def create_app(
@@ -59,12 +47,16 @@ def create_app(
     store_url: str | None = None,
     store: Store | None = None,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    alert_rules: AlertRules | None = None,
 ) -> FastAPI:
     """The console app. Give ``store_url`` (opened and closed with the app) or an open
-    ``store`` (the caller closes it)."""
+    ``store`` (the caller closes it). ``now`` is the console's clock; ``alert_rules`` are
+    evaluated whenever alerts are shown (see :class:`~seamline.console._actions.AlertCheck`)."""
     if (store_url is None) == (store is None):
         raise ConfigError("create_app needs exactly one of store_url and store")
     state: dict[str, Store] = {}
+    redact = redactor(config.redact_fields)
+    alerting = AlertCheck(alert_rules)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -72,6 +64,7 @@ def create_app(
         try:
             yield
         finally:
+            await flush_spans(state["store"])  # spans of actions still in flight at the end
             if store is None:
                 await state["store"].close()
 
@@ -94,7 +87,10 @@ def create_app(
     templates = Jinja2Templates(directory=HERE / "templates")
     markdown = MarkdownIt("commonmark", {"html": False}).enable("table")
     templates.env.filters["markdown"] = markdown.render
-    templates.env.filters["pretty"] = lambda v: json.dumps(_plain(v), indent=2, sort_keys=True)
+    templates.env.filters["pretty"] = lambda v: json.dumps(
+        redact.value(plain(v)), indent=2, sort_keys=True
+    )
+    templates.env.filters["redact"] = lambda v: _redacted(redact, v)
     templates.env.filters["q"] = lambda v: quote(str(v), safe="")
     throttle_names = sorted({*config.throttles, "outreach"})
 
@@ -195,7 +191,7 @@ def create_app(
             recent=await db().list_runs(limit=10),
             until=until,
             live=until == now(),
-            alerts=await _alerts(db()),
+            alerts=await alerting.alerts(db(), until),
         )
 
     @app.get("/runs", response_class=HTMLResponse)
@@ -243,7 +239,7 @@ def create_app(
         request: Request, stream: str = "", type: str = "", after: int = 0
     ) -> Response:
         who = page(request)
-        events = await _events(db(), stream, type, after)
+        events = await _actions.events(db(), stream, type, after)
         return render(
             request, "events.html", who, events=events, stream=stream, type=type, after=after
         )
@@ -251,7 +247,7 @@ def create_app(
     @app.get("/approvals", response_class=HTMLResponse)
     async def approvals_page(request: Request, status: str = "pending") -> Response:
         who = page(request)
-        approvals = await db().list_approvals(status=_status(status), limit=_data.PAGE)
+        approvals = await db().list_approvals(status=approval_status(status), limit=_data.PAGE)
         return render(request, "approvals.html", who, approvals=approvals, status=status)
 
     @app.get("/approvals/{approval_id:path}", response_class=HTMLResponse)
@@ -274,7 +270,7 @@ def create_app(
     ) -> Response:
         who = page(request, "operator")
         check_csrf(request, who, csrf)
-        await _decide(db(), config, who, approval_id, decision, reason, _edited(edited))
+        await _actions.decide(db(), config, who, approval_id, decision, reason, _edited(edited))
         return RedirectResponse(f"/approvals/{quote(approval_id)}", status_code=303)
 
     @app.get("/controls", response_class=HTMLResponse)
@@ -297,10 +293,12 @@ def create_app(
         who = page(request)
         check_csrf(request, who, csrf)
         if action in ("kill", "revive"):
-            await _switch(db(), config, who, action, scope, reason)
+            await _actions.switch(db(), config, who, action, scope, reason)
         elif action == "throttle":
             page(request, "operator")
-            await _throttle(db(), throttle_names, who, name, _per_minute(per_minute), reason)
+            await _actions.throttle(
+                db(), throttle_names, who, name, _per_minute(per_minute), reason
+            )
         else:
             raise HTTPException(404, f"no control {action!r}")
         return RedirectResponse("/controls", status_code=303)
@@ -341,256 +339,28 @@ def create_app(
         api(request)
         from seamline.metrics import prometheus_text
 
-        body = await prometheus_text(db())
+        body = await prometheus_text(db(), now=now())
         return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
 
-    app.include_router(_api_router(config, db, api, throttle_names))
+    app.include_router(
+        api_router(
+            config,
+            db=db,
+            api=api,
+            now=now,
+            redact=redact,
+            alerting=alerting,
+            throttle_names=throttle_names,
+        )
+    )
     return app
 
 
-def _api_router(
-    config: ConsoleConfig,
-    db: Callable[[], Store],
-    api: Callable[..., Principal],
-    throttle_names: list[str],
-) -> APIRouter:
-    """The same views and actions as JSON, for scripts (bearer tokens)."""
-    r = APIRouter(prefix="/api")
-
-    @r.get("/runs")
-    async def runs(request: Request, kind: str = "", status: str = "", limit: int = 100) -> Any:
-        api(request)
-        found = await db().list_runs(
-            kind=kind or None, status=status or None, limit=max(1, min(limit, 1000))
-        )
-        return _plain(found)
-
-    @r.get("/runs/{run_key:path}")
-    async def run(request: Request, run_key: str) -> Any:
-        api(request)
-        detail = await _data.run_detail(db(), run_key)
-        if detail is None:
-            raise HTTPException(404, f"no run {run_key!r}")
-        return {
-            "run": _plain(detail.run),
-            "trace": [
-                {"depth": line.depth, "duration_ms": line.duration_ms, **_plain(line.span)}
-                for line in detail.spans
-            ],
-            "attempts": [_event(e) for e in detail.attempts],
-        }
-
-    @r.get("/rows")
-    async def rows(request: Request, kind: str = "", state: str = "", after: str = "") -> Any:
-        api(request)
-        found = await db().list_rows(
-            kind=kind or None, state=state or None, after_id=after, limit=_data.PAGE
-        )
-        return [{**_plain(row), "data": row.data} for row in found]
-
-    @r.get("/rows/{row_id:path}")
-    async def row(request: Request, row_id: str) -> Any:
-        api(request)
-        found = await db().get_row(row_id)
-        if found is None:
-            raise HTTPException(404, f"no row {row_id!r}")
-        history = await db().read_stream(_data.row_stream(found), limit=1000)
-        return {
-            "row": {**_plain(found), "data": found.data},
-            "history": [_event(e) for e in history],
-        }
-
-    @r.get("/events")
-    async def events(request: Request, stream: str = "", type: str = "", after: int = 0) -> Any:
-        api(request)
-        return [_event(e) for e in await _events(db(), stream, type, after)]
-
-    @r.get("/approvals")
-    async def approvals(request: Request, status: str = "pending") -> Any:
-        api(request)
-        found = await db().list_approvals(status=_status(status), limit=_data.PAGE)
-        return [_approval(a) for a in found]
-
-    @r.get("/approvals/{approval_id:path}")
-    async def approval(request: Request, approval_id: str) -> Any:
-        api(request)
-        found = await db().get_approval(approval_id)
-        if found is None:
-            raise HTTPException(404, f"no approval {approval_id!r}")
-        return {**_approval(found), "view": _plain(await _data.approval_view(db(), found))}
-
-    @r.post("/approvals/{approval_id:path}/decide")
-    async def decide(request: Request, approval_id: str) -> Any:
-        who = api(request, "operator")
-        body = await _json_body(request, who)
-        decided = await _decide(
-            db(),
-            config,
-            who,
-            approval_id,
-            str(body.get("decision", "")),
-            str(body.get("reason", "")),
-            body.get("edited"),
-        )
-        return _plain(decided)
-
-    @r.get("/controls")
-    async def controls(request: Request) -> Any:
-        api(request)
-        view = await _data.controls_view(db(), throttle_names)
-        return {
-            "kills": [
-                {"scope": s, "by": by, "reason": why, "at": at.isoformat()}
-                for s, by, why, at in view["kills"]
-            ],
-            "throttles": view["throttles"],
-        }
-
-    @r.post("/controls/{action}")
-    async def control(request: Request, action: str) -> Any:
-        who = api(request)
-        body = await _json_body(request, who)
-        reason = str(body.get("reason", ""))
-        if action in ("kill", "revive"):
-            done = await _switch(db(), config, who, action, str(body.get("scope", "")), reason)
-            return _plain(done)
-        if action == "throttle":
-            api(request, "operator")
-            value = body.get("per_minute")
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
-                raise HTTPException(422, "per_minute must be an integer or null")
-            version = await _throttle(
-                db(), throttle_names, who, str(body.get("name", "")), value, reason
-            )
-            return {"name": body.get("name"), "per_minute": value, "version": version}
-        raise HTTPException(404, f"no control {action!r}")
-
-    @r.get("/metrics")
-    async def metrics(request: Request, kind: str = "", hours: float = 24) -> Any:
-        api(request)
-        from seamline.metrics import compute_metrics
-
-        window = timedelta(hours=max(0.1, min(hours, 24 * 90)))
-        until = datetime.now(UTC)
-        result = await compute_metrics(db(), kind=kind or None, since=until - window, until=until)
-        return _plain(result)
-
-    @r.get("/alerts")
-    async def alerts(request: Request) -> Any:
-        api(request)
-        return await _alerts(db())
-
-    return r
-
-
-# --- shared actions ---------------------------------------------------------------------
-
-
-async def _decide(
-    store: Store,
-    config: ConsoleConfig,
-    who: Principal,
-    approval_id: str,
-    decision: str,
-    reason: str,
-    edited: Any,
-) -> ApprovalDecided:
-    if decision not in ("approve", "reject", "edit"):
-        raise HTTPException(422, "decision must be approve, reject or edit")
-    if edited is not None and not isinstance(edited, dict):
-        raise HTTPException(422, "edited must be a JSON object")
-    if await store.get_approval(approval_id) is None:
-        raise HTTPException(404, f"no approval {approval_id!r}")
-    try:
-        result = await decide_approval(
-            store,
-            approval_id,
-            principal=who.name,
-            decision=decision,  # type: ignore[arg-type]
-            reason=reason,
-            edited=edited,
-            approvers=frozenset(config.approvers) if config.approvers else None,
-        )
-    except ConfigError as exc:
-        raise HTTPException(422, str(exc)) from exc
-    if isinstance(result, NotAuthorised):
-        raise HTTPException(403, result.reason)
-    if isinstance(result, NotPending):
-        raise HTTPException(409, f"approval {approval_id!r} was already decided")
-    return result
-
-
-async def _switch(
-    store: Store, config: ConsoleConfig, who: Principal, action: str, scope: str, reason: str
-) -> Any:
-    if not reason.strip():
-        raise HTTPException(422, "a kill or revive needs a reason")
-    switch = KillSwitch(store, config.kill_authorised())
-    try:
-        act = switch.kill if action == "kill" else switch.revive
-        done = await act(scope, principal=who.name, reason=reason)
-    except ConfigError as exc:
-        raise HTTPException(422, str(exc)) from exc
-    if isinstance(done, NotAuthorised):
-        raise HTTPException(403, done.reason)
-    return done
-
-
-async def _throttle(
-    store: Store, names: list[str], who: Principal, name: str, per_minute: int | None, reason: str
-) -> int:
-    if name not in names:
-        raise HTTPException(404, f"no throttle {name!r} (known: {', '.join(names)})")
-    try:
-        return await set_throttle(
-            store, name, per_minute=per_minute, principal=who.name, reason=reason
-        )
-    except ConfigError as exc:
-        raise HTTPException(422, str(exc)) from exc
-
-
-async def _events(store: Store, stream: str, type: str, after: int) -> list[Any]:
-    """A page of the log from ``after``, by stream prefix; a type filter reads on up to ten
-    pages to fill the page."""
-    found: list[Any] = []
-    cursor = max(0, after)
-    for _ in range(10):
-        page = await store.read_events(
-            after_seq=cursor, limit=_data.PAGE, stream_prefix=stream or None
-        )
-        found += [e for e in page if not type or e.type == type]
-        if len(found) >= _data.PAGE or len(page) < _data.PAGE:
-            break
-        cursor = page[-1].seq
-    return found[: _data.PAGE]
-
-
-async def _alerts(store: Store) -> list[dict[str, Any]]:
-    from seamline.metrics import list_alerts
-
-    return [_plain(a) for a in await list_alerts(store)]
-
-
-def _event(e: Any) -> dict[str, Any]:
-    return {**_plain(e), "payload": e.payload}
-
-
-def _approval(a: Any) -> dict[str, Any]:
-    plain = _plain(a)
-    plain.pop("request_json", None)
-    plain.pop("decision_json", None)
-    return {**plain, "request": a.request, "decision": a.decision}
-
-
-async def _json_body(request: Request, who: Principal) -> dict[str, Any]:
-    check_csrf(request, who, request.headers.get("x-csrf-token"))
-    try:
-        body = await request.json()
-    except ValueError as exc:
-        raise HTTPException(400, "the body must be JSON") from exc
-    if not isinstance(body, dict):
-        raise HTTPException(400, "the body must be a JSON object")
-    return body
+def _redacted(redact: Redactor, value: Any) -> Any:
+    """The ``redact`` template filter: free text, or a mapping (span attributes)."""
+    if isinstance(value, str):
+        return redact.text(value)
+    return None if value is None else redact.value(plain(value))
 
 
 def _edited(text: str) -> dict[str, Any] | None:
@@ -612,14 +382,6 @@ def _per_minute(text: str) -> int | None:
         return int(text)
     except ValueError as exc:
         raise HTTPException(422, f"per minute must be a whole number, got {text!r}") from exc
-
-
-def _status(text: str) -> ApprovalStatus | None:
-    if text in ("", "all"):
-        return None
-    if text not in ("pending", "approved", "rejected", "edited", "expired"):
-        raise HTTPException(422, f"unknown approval status {text!r}")
-    return text  # type: ignore[return-value]
 
 
 def _local(path: str) -> str:

@@ -5,7 +5,9 @@ A console config is a control config (kill-switch principals, approvers, throttl
 - ``users``: name -> ``password_hash`` (made by ``seamline console hash-password``) and roles;
 - ``tokens``: API tokens for scripts and Prometheus, kept only as SHA-256 digests;
 - ``secret_key``: signs session cookies (or set ``SEAMLINE_CONSOLE_SECRET``);
-- ``adr``: workflow kind -> the ADR answers file shown on the method page.
+- ``adr``: workflow kind -> the ADR answers file shown on the method page;
+- ``redact_fields``: PII field names redacted from every page and API answer (default:
+  tracing's, plus ``SEAMLINE_REDACT_FIELDS``).
 
 Roles nest: a ``viewer`` reads every page; an ``operator`` also decides approvals and sets
 throttles; an ``admin`` may do all of that. The kill switch is not a role: only the
@@ -27,6 +29,7 @@ import yaml
 
 from seamline.errors import ConfigError
 from seamline.patterns import ControlConfig
+from seamline.telemetry import DEFAULT_REDACT_FIELDS
 
 __all__ = [
     "ROLES",
@@ -108,6 +111,7 @@ class ConsoleConfig(ControlConfig):
     session_max_age_s: int = pydantic.Field(default=8 * 3600, ge=60)
     secure_cookies: bool = False
     adr: dict[str, Path] = pydantic.Field(default_factory=dict)
+    redact_fields: tuple[str, ...] = DEFAULT_REDACT_FIELDS
 
     def signing_key(self) -> str:
         key = self.secret_key or os.environ.get("SEAMLINE_CONSOLE_SECRET")

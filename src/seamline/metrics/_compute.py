@@ -17,6 +17,7 @@ from typing import Any
 
 from seamline.errors import ConfigError
 from seamline.store import AuditEntry, Event, RunStats, SpanCount, Store
+from seamline.telemetry import STATUS_ERROR
 
 __all__ = [
     "GATE_ACTOR_PREFIX",
@@ -146,7 +147,7 @@ def _tool_errors(counts: Sequence[SpanCount]) -> tuple[ToolErrors, ...] | None:
         if c.name.startswith(TOOL_SPAN_PREFIX):
             tool = c.name.removeprefix(TOOL_SPAN_PREFIX)
             calls[tool] += c.count
-            if c.status == "ERROR":
+            if c.status == STATUS_ERROR:
                 errors[tool] += c.count
     return tuple(ToolErrors(t, calls[t], errors[t], errors[t] / calls[t]) for t in sorted(calls))
 
