@@ -11,7 +11,7 @@ import pytest
 
 from seamline.clock import VirtualClock
 from seamline.errors import ConfigError
-from seamline.store import SqlStore
+from seamline.store import SqlStore, Throttled, UnitOfWork
 from seamline.tools import (
     CircuitBreaker,
     HardenedTool,
@@ -154,6 +154,24 @@ async def test_store_token_bucket_is_shared_between_tools(
     assert isinstance(results[2], ToolError) and results[2].code == "rate_limited"
     clock.advance(timedelta(seconds=10))
     assert isinstance(await first.call(GOOD), ToolOk)
+
+
+async def test_store_bucket_a_hair_short_of_a_token_refuses_with_a_positive_wait(
+    store: SqlStore, clock: VirtualClock
+) -> None:
+    """A refusal whose wait the store rounds to 0.0 s (here 0.9999997 tokens refilled) is
+    still a refusal: acquire returns a positive wait, never the 0 that means granted."""
+    bucket = StoreTokenBucket(store, rate_per_s=1.0, burst=1.3000007)
+    assert await bucket.acquire("usage") == 0.0  # leaves 0.3000007 tokens
+    clock.advance(timedelta(microseconds=699_999))  # refills to 0.9999997
+    direct = await store.apply(
+        UnitOfWork().take_tokens("tool:usage", rate_per_s=1.0, burst=1.3000007)
+    )
+    assert isinstance(direct, Throttled) and direct.retry_after_s == 0.0  # what the store says
+    wait = await bucket.acquire("usage")
+    assert 0.0 < wait <= 1e-6
+    clock.advance(timedelta(microseconds=1))
+    assert await bucket.acquire("usage") == 0.0
 
 
 async def test_circuit_opens_after_repeated_failures_and_recovers() -> None:

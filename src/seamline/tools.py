@@ -110,6 +110,9 @@ class TokenBucket:
         return (1 - self._tokens) / self.rate
 
 
+_MIN_WAIT_S = 1e-6
+
+
 class StoreTokenBucket:
     """A token bucket kept in the store, so the limit holds across processes and machines."""
 
@@ -122,7 +125,11 @@ class StoreTokenBucket:
         outcome = await self.store.apply(
             UnitOfWork().take_tokens(self.prefix + name, rate_per_s=self.rate, burst=self.burst)
         )
-        return outcome.retry_after_s if isinstance(outcome, Throttled) else 0.0
+        if isinstance(outcome, Throttled):
+            # The store rounds the wait to the microsecond, so a bucket a hair short of a token
+            # says 0.0; a refusal must never read as a grant.
+            return max(outcome.retry_after_s, _MIN_WAIT_S)
+        return 0.0
 
 
 class CircuitBreaker:
