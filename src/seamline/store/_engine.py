@@ -7,6 +7,7 @@ written once with ``?`` placeholders and translated per dialect.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -404,7 +405,8 @@ class Engine:
                 Throttled(
                     op.bucket,
                     round(tokens, 6),
-                    round(wait, 6),
+                    # rounded up: a refusal never reports a zero wait
+                    max(math.ceil(wait * 1e6) / 1e6, 1e-6),
                     parse_ts(stamp) + timedelta(seconds=wait),
                 )
             )
