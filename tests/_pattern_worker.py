@@ -1,4 +1,6 @@
-"""Worker processes for the pattern tests: a CAS racer, a runner, a consumer, a throttle user.
+"""Worker processes for the pattern tests: a CAS racer, a runner, a consumer, a throttle user,
+a real-time runner of ticking instances (for the kill switch), and a person resuming an
+escalated instance days later.
 
 Each prints one JSON line with what it did; anything unexpected exits non-zero with the
 reason on stderr.
@@ -15,17 +17,43 @@ from datetime import UTC, datetime
 from seamline.clock import VirtualClock
 from seamline.patterns import (
     Consumer,
+    Goto,
     Moved,
     Runner,
+    StateMachine,
+    StepContext,
     Throttle,
     ThrottlePolicy,
     TransitionProposal,
+    Workflow,
     apply_transition,
+    resume,
 )
 from seamline.store import Applied, Throttled, UnitOfWork, open_store
 from tests._workflows import RENEWAL, WORKFLOW
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+TICKER = StateMachine(
+    kind="ticker",
+    initial="a",
+    transitions={"a": frozenset({"b", "done"}), "b": frozenset({"a", "done"})},
+    terminal=frozenset({"done"}),
+)
+
+
+async def tick(ctx: StepContext) -> Goto:
+    """Flip a <-> b until ``limit`` ticks; each flip writes a ledger row (its side effect) in
+    the unit of its move, keyed by the version the move creates."""
+    n = int(ctx.row.data.get("n", 0))
+    if n >= int(ctx.row.data["limit"]):
+        return Goto("done")
+    key = f"{ctx.row.id}:tick:{ctx.row.version + 1}"
+    ctx.unit.record_commit(key, {"n": n + 1}, run_id=ctx.row.id, boundary="tick")
+    return Goto("b" if ctx.row.state == "a" else "a", {"n": n + 1})
+
+
+TICKS = Workflow(TICKER, handlers={"a": tick, "b": tick})
 
 
 async def race(url: str, row_id: str, name: str) -> dict[str, object]:
@@ -65,6 +93,38 @@ async def run(url: str, owner: str) -> dict[str, object]:
         print("ready", flush=True)
         report = await runner.run_until_idle()
         return {"counts": dict(report.counts)}
+    finally:
+        await store.close()
+
+
+async def ticks(url: str) -> dict[str, object]:
+    """Drive the ticking instances in real time until nothing is left to do (all done, or
+    every due step refused by the kill switch)."""
+    store = open_store(url)
+    try:
+        runner = Runner(store, [TICKS], owner="ticker", lease_s=30, batch=200, concurrency=50)
+        print("ready", flush=True)
+        report = await runner.run_until_idle()
+        return {"counts": dict(report.counts)}
+    finally:
+        await store.close()
+
+
+async def resume_escalated(url: str, row_id: str, at: str, name: str) -> dict[str, object]:
+    """A person, at virtual time ``at``, resumes an escalated renewal instance, and a runner in
+    this process drives it on to its end."""
+    now = datetime.fromisoformat(at)
+    clock = VirtualClock(now)
+    store = open_store(url, clock=clock)
+    try:
+        print("ready", flush=True)
+        ok = await resume(
+            store, WORKFLOW, row_id, now, principal=name, reason="billing is back up; go on"
+        )
+        report = await Runner(store, [WORKFLOW], clock=clock, owner=name).run_until_idle()
+        row = await store.get_row(row_id)
+        assert row is not None
+        return {"resumed": ok, "state": row.state, "counts": dict(report.counts)}
     finally:
         await store.close()
 
@@ -110,12 +170,17 @@ async def throttle(url: str, tries: int) -> dict[str, object]:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("mode", choices=["race", "run", "consume", "throttle"])
+    parser.add_argument("mode", choices=["race", "run", "consume", "throttle", "ticks", "resume"])
     parser.add_argument("url")
     parser.add_argument("arg", nargs="?", default="")
     parser.add_argument("--name", default="w")
+    parser.add_argument("--at", default=T0.isoformat())
     a = parser.parse_args()
-    if a.mode == "race":
+    if a.mode == "ticks":
+        result = asyncio.run(ticks(a.url))
+    elif a.mode == "resume":
+        result = asyncio.run(resume_escalated(a.url, a.arg, a.at, a.name))
+    elif a.mode == "race":
         result = asyncio.run(race(a.url, a.arg, a.name))
     elif a.mode == "run":
         result = asyncio.run(run(a.url, a.name))

@@ -2,7 +2,8 @@
 killed by the parent at a marker and resumed by a new process.
 
 Run as ``python -m tests._saga_worker --store URL --saga-id ID --sink PATH --mode ok|fail
-[--pause-at MARKER] [--resume]`` from the repository root. It opens the store, prints
+[--pause-at MARKER] [--resume] [--retry-as PRINCIPAL] [--at ISO-TIME]`` from the repository
+root. It opens the store, prints
 ``ready``, then runs (or with ``--resume``, resumes) the saga and prints one JSON line with
 the result; exit status 0.
 
@@ -12,7 +13,9 @@ appends ``key<TAB>phase<TAB>step`` to ``SINK`` unless the key is there already (
 that dedupes on the idempotency key, as payment and messaging APIs do), and prints
 ``<phase>:<step>:delivered``. When a printed marker equals ``--pause-at`` the worker sleeps,
 so the parent's SIGKILL lands exactly there. With ``--mode fail`` the ``notify`` step raises
-after its raw call (nothing is delivered), so the saga compensates.
+after its raw call (nothing is delivered), so the saga compensates. ``--retry-as`` resumes
+with ``retry_compensations=True`` answered by that principal (a person, days later: ``--at``
+sets the virtual time the process runs at).
 """
 
 from __future__ import annotations
@@ -80,6 +83,8 @@ class Receiver:
     sink: Path
     pause_at: str | None = None
     fail_step: str | None = None
+    fail_undo: str | None = None
+    """A step whose compensation always fails (its rollback API is down)."""
 
     async def _mark(self, marker: str) -> None:
         _say(marker)
@@ -91,6 +96,8 @@ class Receiver:
         await self._mark(f"{phase}:{step}:called")
         if phase == "step" and step == self.fail_step:
             raise RuntimeError(f"the {step} service refused the request")
+        if phase == "compensate" and step == self.fail_undo:
+            raise ConnectionError(f"the {step} rollback API answered 503")
         # Nothing awaits between the check and the write, and one worker runs at a time.
         if key not in {k for k, _, _ in read_sink(self.sink)}:
             _append(self.sink, f"{key}\t{phase}\t{step}\n")
@@ -112,13 +119,22 @@ def build_saga(receiver: Receiver) -> Saga:
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    clock = VirtualClock(START)
+    clock = VirtualClock(datetime.fromisoformat(args.at) if args.at else START)
     receiver = Receiver(args.sink, args.pause_at, "notify" if args.mode == "fail" else None)
     saga = build_saga(receiver)
     store = open_store(args.store, clock=clock)
     try:
         _say("ready")
-        if args.resume:
+        if args.retry_as:
+            result = await saga.resume(
+                args.saga_id,
+                store=store,
+                clock=clock,
+                retry_compensations=True,
+                principal=args.retry_as,
+                reason="the rollback API is back; retry with the same keys",
+            )
+        elif args.resume:
             result = await saga.resume(args.saga_id, store=store, clock=clock)
         else:
             result = await saga.run(
@@ -137,6 +153,8 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--mode", choices=["ok", "fail"], required=True)
     parser.add_argument("--pause-at", default=None)
     parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--retry-as", default=None)
+    parser.add_argument("--at", default=None)
     args = parser.parse_args(argv)
     report = asyncio.run(run(args))
     _say(json.dumps(report, sort_keys=True))

@@ -18,6 +18,7 @@ import subprocess
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -278,15 +279,25 @@ async def test_a_person_can_have_failed_compensations_retried(
     store: SqlStore, clock: VirtualClock
 ) -> None:
     """After an escalation, resume(retry_compensations=True) calls the failed compensation
-    again with its same key and the saga ends compensated."""
+    again with its same key, the saga ends compensated, and the escalation is settled as the
+    person's answer (who, why) instead of staying pending."""
     telco = Telco(fail={"notify"}, undo_failures={"credit": 2})
     saga = telco.saga(compensation_attempts=2)
     first = await saga.run("later", INPUT, store=store, clock=clock)
     assert isinstance(first, SagaNeedsHuman)
     still = await saga.resume("later", store=store, clock=clock)
     assert isinstance(still, SagaNeedsHuman) and still.replayed  # nobody asked to retry yet
+    with pytest.raises(ConfigError, match="principal"):
+        await saga.resume("later", store=store, clock=clock, retry_compensations=True)
 
-    result = await saga.resume("later", store=store, clock=clock, retry_compensations=True)
+    result = await saga.resume(
+        "later",
+        store=store,
+        clock=clock,
+        retry_compensations=True,
+        principal="alice",
+        reason="billing rollback API is back",
+    )
     assert isinstance(result, SagaCompensated) and not result.replayed
     assert result.compensated_steps == ("provision", "credit")
     keys = {key for what, key in telco.calls if what == "undo credit"}
@@ -294,7 +305,13 @@ async def test_a_person_can_have_failed_compensations_retried(
     assert telco.raw("undo provision") == 1
     commit = await store.get_commit(compensation_key("later", "credit"))
     assert commit is not None and commit.status == "done"
-    assert len(await store.list_approvals()) == 1
+    [approval] = await store.list_approvals()
+    assert approval.id == first.approval_id
+    assert (approval.status, approval.decided_by) == ("approved", "alice")
+    assert approval.decision == {"decision": "retry", "reason": "billing rollback API is back"}
+    assert await store.list_approvals(status="pending") == []
+    [*_, answer] = await store.audit_entries(subject=first.approval_id)
+    assert (answer.actor, answer.action, answer.decision) == ("alice", "retry", "approved")
 
 
 async def test_timed_out_step_counts_as_possibly_done_and_is_compensated(
@@ -697,6 +714,58 @@ async def test_sigkilled_saga_resumes_in_a_new_process_with_each_effect_once(
         again = await build_saga(Receiver(sink)).resume(saga_id, store=store)
         assert again.kind == spec.ending and getattr(again, "replayed", False)
         assert Counter(read_calls(sink)) == raw
+    finally:
+        await store.close()
+
+
+@pytest.mark.slow
+async def test_escalated_saga_is_retried_days_later_from_another_process(
+    store_url: str, tmp_path: Path
+) -> None:
+    """credit's rollback keeps failing, so the saga escalates; this process closes the store;
+    three days later a person's retry runs in a new process: the compensation is called again
+    with its same key and lands once, the saga ends compensated, and the escalation is settled
+    by that person at that time instead of staying pending."""
+    sink, saga_id = tmp_path / "sink.tsv", "esc-later"
+    clock = VirtualClock(T0)
+    store = open_store(store_url, clock=clock)
+    try:
+        saga = build_saga(Receiver(sink, fail_step="notify", fail_undo="credit"))
+        first = await saga.run(saga_id, {"customer": "7590-VHVEG"}, store=store, clock=clock)
+        assert isinstance(first, SagaNeedsHuman) and first.failed_compensations == ("credit",)
+        later = clock.now() + timedelta(days=3)
+    finally:
+        await store.close()
+    undo_credit = compensation_key(saga_id, "credit")
+    assert Counter(read_calls(sink))[undo_credit] == 5  # compensation_attempts, all failed
+
+    base = ["--store", store_url, "--saga-id", saga_id, "--sink", str(sink), "--mode", "fail"]
+    retried = await launch([*base, "--retry-as", "alice", "--at", later.isoformat()], None)
+    assert retried.returncode == 0 and retried.stderr == "", retried.explain()
+    assert json.loads(retried.lines[-1]) == {"kind": "compensated", "replayed": False}
+    assert Counter(read_calls(sink))[undo_credit] == 6
+    assert [(phase, step) for _, phase, step in read_sink(sink)] == [
+        ("step", "provision"),
+        ("step", "credit"),
+        ("compensate", "provision"),
+        ("compensate", "credit"),
+    ]
+
+    store = open_store(store_url, clock=VirtualClock(later))
+    try:
+        approval = await store.get_approval(first.approval_id)
+        assert approval is not None
+        assert (approval.status, approval.decided_by, approval.decided_at) == (
+            "approved",
+            "alice",
+            later,
+        )
+        assert approval.decision["decision"] == "retry"
+        assert await store.list_approvals(status="pending") == []
+        row = await store.get_row(f"saga:{saga_id}")
+        assert row is not None and row.state == "compensated"
+        commit = await store.get_commit(undo_credit)
+        assert commit is not None and commit.status == "done"
     finally:
         await store.close()
 

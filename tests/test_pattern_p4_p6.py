@@ -3,6 +3,7 @@ the kill switch, approvals under an SLA, and throttles shared across processes."
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import subprocess
@@ -10,6 +11,7 @@ import sys
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Literal
 
 import pytest
 
@@ -23,19 +25,26 @@ from seamline.patterns import (
     Gate,
     GateAllow,
     GateDeny,
+    Goto,
     KillSwitch,
     NotAuthorised,
     Runner,
+    Sleep,
+    StateMachine,
+    StepContext,
     Stopped,
     Supervisor,
     Throttle,
     ThrottlePolicy,
+    Workflow,
+    approval_answer,
     decide_approval,
     expire_overdue,
     request_approval,
 )
-from seamline.store import Applied, NotPending, SqlStore, Throttled, UnitOfWork
+from seamline.store import NotPending, SqlStore, UnitOfWork, open_store
 from tests._workflows import RENEWAL, WORKFLOW
+from tests.conftest import T0
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -154,7 +163,8 @@ async def test_hallucinated_discount_is_denied_before_any_budget_read(
 async def test_budget_gate_denies_when_the_run_is_spent(
     store: SqlStore, clock: VirtualClock
 ) -> None:
-    """A run at its cap is denied by the budget gate."""
+    """A run at its cap (spent by a sub-run) is denied by the budget gate, and the deny is
+    audited at once with the policy version, the principal, the inputs and the reason."""
     await store.apply(
         UnitOfWork().record_usage(
             run_id="run/sub",
@@ -173,7 +183,18 @@ async def test_budget_gate_denies_when_the_run_is_spent(
         inputs={"discount": Decimal("0.1")},
         now=clock.now(),
     )
-    assert isinstance(denied, GateDeny) and denied.gate == "budget"
+    assert isinstance(denied, GateDeny) and (denied.gate, denied.rule) == ("budget", "budget.cap")
+    [entry] = await store.audit_entries(subject="c1")
+    assert (entry.actor, entry.action, entry.decision) == ("gate:outreach", "send_offer", "deny")
+    assert entry.policy_version == "2026.11.2"
+    assert entry.reason == denied.reason and "100%" in entry.reason and "run" in entry.reason
+    assert entry.details == {
+        "principal": "agent",
+        "inputs": {"discount": "0.1"},
+        "gate": "budget",
+        "rule": "budget.cap",
+        "flags": [],
+    }
 
 
 # --- P4: the supervisor --------------------------------------------------------------------
@@ -234,43 +255,79 @@ async def test_only_authorised_principals_may_kill(store: SqlStore) -> None:
         await switch.kill("renewal", principal="alice", reason="x")
 
 
-async def test_kill_switch_stops_a_thousand_instances_at_the_next_commit(
-    store: SqlStore, clock: VirtualClock
+# The kill switch's reach (workflow moves, saga steps, boundary commits) and its speed, with a
+# runner in another process and real time, are pinned in tests/test_pattern_kill.py.
+
+
+# --- P6: escalation ------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+async def test_escalated_instance_is_resumed_days_later_by_another_process(
+    store_url: str,
 ) -> None:
-    """Killing the kind mid-run stops all 1,000 instances within the next runner step (well
-    under a second of virtual time); every commit that happened has its event and transition."""
-    unit = UnitOfWork()
-    for i in range(1000):
-        WORKFLOW.start(unit, f"c{i:04d}", {}, clock.now(), actor="test")
-    await store.apply(unit)
-    runner = Runner(store, [WORKFLOW], clock=clock, batch=300)
-    await runner.step()  # 300 instances move to offered
-    killed_at = clock.now()
-    await KillSwitch(store, {"alice": frozenset({"all"})}).kill(
-        "kind:renewal", principal="alice", reason="runaway discounts"
+    """A step keeps failing and the instance escalates; this process closes the store; three
+    days later (virtual time) a person resumes it from a new process, which re-enters the
+    failed state (not the start), drives the instance to its end, and settles the escalation
+    with who decided and when."""
+    clock = VirtualClock(T0)
+    store = open_store(store_url, clock=clock)
+    try:
+
+        async def billing_down(ctx: StepContext) -> Goto:
+            raise ConnectionError("billing system down")
+
+        broken = Workflow(RENEWAL, handlers={"open": billing_down})
+        await store.apply(WORKFLOW.start(UnitOfWork(), "c1", {}, clock.now(), actor="intake"))
+        report = await Runner(store, [broken], clock=clock).run_until_idle()
+        assert report.counts == {"retried": 2, "escalated": 1}
+        [escalation] = await store.list_approvals(status="pending")
+        assert (escalation.kind, escalation.row_id) == ("escalation", "c1")
+        later = clock.now() + timedelta(days=3)
+    finally:
+        await store.close()
+
+    child = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "tests._pattern_worker", "resume", store_url, "c1"),
+        *("--at", later.isoformat(), "--name", "alice"),
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
-    report = await runner.step()
-    assert report.counts == {"killed": 300}
-    assert clock.now() - killed_at < timedelta(seconds=1)
-    rows = await store.list_rows(kind="renewal", limit=2000)
-    moved = [r for r in rows if r.version > 1]
-    assert len(moved) == 300 and all(r.state == "offered" for r in moved)
-    for row in moved[:50]:
-        events = [
-            e for e in await store.read_stream(RENEWAL.stream(row.id)) if e.type == "transitioned"
-        ]
-        assert len(events) == 1
-        assert await store.get_commit(f"{row.id}:offer") is not None
-    unmoved = [r for r in rows if r.version == 1]
-    for row in unmoved[:50]:
-        assert await store.get_commit(f"{row.id}:offer") is None
-    final = await runner.run_until_idle()
-    assert final.counts["moved"] == 0
-    await KillSwitch(store, {"alice": frozenset({"all"})}).revive(
-        "kind:renewal", principal="alice", reason="fixed"
-    )
-    clock.advance(timedelta(minutes=2))  # past the killed timers' leases
-    assert (await runner.step()).counts["moved"] > 0
+    out, err = await asyncio.wait_for(child.communicate(), 120)
+    assert child.returncode == 0, err.decode()
+    result = json.loads(out.decode().splitlines()[-1])
+    assert result["resumed"] and result["state"] in ("renewed", "churned"), result
+
+    store = open_store(store_url, clock=VirtualClock(later))
+    try:
+        settled = await store.get_approval(escalation.id)
+        assert settled is not None
+        assert (settled.status, settled.decided_by, settled.decided_at) == (
+            "approved",
+            "alice",
+            later,
+        )
+        assert settled.decision == {"decision": "resume", "reason": "billing is back up; go on"}
+        assert await store.list_approvals(status="pending") == []
+        [answer] = await store.audit_entries(subject=escalation.id)
+        assert (answer.actor, answer.action, answer.decision) == ("alice", "resume", "approved")
+        events = await store.read_stream(RENEWAL.stream("c1"))
+        types = [e.type for e in events]
+        resumed = types.index("resumed")
+        assert (
+            events[resumed].payload["state"] == "open" and events[resumed].payload["by"] == "alice"
+        )
+        moved = events[resumed + 1]
+        assert (moved.type, moved.payload["from"], moved.payload["version"]) == (
+            "transitioned",
+            "open",
+            2,
+        )
+        offer = await store.get_commit("c1:offer")
+        assert offer is not None and offer.status == "done"
+    finally:
+        await store.close()
 
 
 # --- P6: approvals -------------------------------------------------------------------------
@@ -301,6 +358,77 @@ async def test_approval_times_out_to_the_fallback(store: SqlStore, clock: Virtua
         store, "a1", principal="alice", decision="approve", reason="sorry, was away"
     )
     assert isinstance(late, NotPending)
+
+
+APPROVAL = StateMachine(
+    kind="discount",
+    initial="drafted",
+    transitions={
+        "drafted": frozenset({"asked"}),
+        "asked": frozenset({"offer_sent", "no_offer"}),
+    },
+    terminal=frozenset({"offer_sent", "no_offer"}),
+)
+
+
+def approval_workflow(store: SqlStore, fallback: Literal["deny", "approve"]) -> Workflow:
+    async def draft(ctx: StepContext) -> Goto:
+        await request_approval(
+            store,
+            id=f"disc:{ctx.row.id}",
+            reason="discount 25% above the auto-approve line",
+            request={"discount": "0.25"},
+            requested_by="agent",
+            now=ctx.now,
+            sla=timedelta(hours=24),
+            fallback=fallback,
+            row_id=ctx.row.id,
+        )
+        return Goto("asked")
+
+    async def asked(ctx: StepContext) -> Goto | Sleep:
+        answer = await approval_answer(store, f"disc:{ctx.row.id}", ctx.now)
+        if answer.granted is None:
+            assert answer.due_at is not None
+            return Sleep(answer.due_at, "waiting for a person")
+        return Goto("offer_sent" if answer.granted else "no_offer", {"answer": answer.status})
+
+    return Workflow(APPROVAL, handlers={"drafted": draft, "asked": asked})
+
+
+@pytest.mark.parametrize(("fallback", "path"), [("deny", "no_offer"), ("approve", "offer_sent")])
+async def test_instance_waiting_on_an_approval_takes_the_fallback_when_the_sla_passes(
+    store: SqlStore, clock: VirtualClock, fallback: Literal["deny", "approve"], path: str
+) -> None:
+    """Nobody answers: the waiting instance wakes at the SLA, the fallback is applied (audited
+    as decided by the SLA) and the instance takes the fallback's path, with no sweeper."""
+    workflow = approval_workflow(store, fallback)
+    await store.apply(workflow.start(UnitOfWork(), "c1", {}, clock.now(), actor="test"))
+    report = await Runner(store, [workflow], clock=clock).run_until_idle()
+
+    row = await store.get_row("c1")
+    assert row is not None and (row.state, row.data["answer"]) == (path, "expired")
+    assert clock.now() == T0 + timedelta(hours=24)
+    assert report.counts == {"moved": 2, "slept": 1}
+    approval = await store.get_approval("disc:c1")
+    assert approval is not None and approval.status == "expired"
+    [entry] = await store.audit_entries(subject="disc:c1")
+    assert (entry.actor, entry.decision) == ("sla", fallback)
+
+
+async def test_instance_waiting_on_an_approval_follows_the_person_who_answered(
+    store: SqlStore, clock: VirtualClock
+) -> None:
+    """A rejection inside the SLA sends the waiting instance down the no-offer path, however
+    the fallback is declared: a person's answer beats the fallback."""
+    workflow = approval_workflow(store, "approve")
+    await store.apply(workflow.start(UnitOfWork(), "c1", {}, clock.now(), actor="test"))
+    runner = Runner(store, [workflow], clock=clock)
+    await runner.step()  # drafted -> asked; the approval is open
+    await decide_approval(store, "disc:c1", principal="alice", decision="reject", reason="merger")
+    await runner.run_until_idle()
+    row = await store.get_row("c1")
+    assert row is not None and (row.state, row.data["answer"]) == ("no_offer", "rejected")
 
 
 async def test_people_approve_reject_or_edit_with_a_reason(
@@ -424,7 +552,19 @@ def test_control_config_builds_throttles_and_kill_rights() -> None:
         bad.throttle("x")
 
 
-async def test_applied_is_what_the_store_returns(store: SqlStore) -> None:
-    """Sanity: a plain unit through the store is Applied (guards the helpers above)."""
-    assert isinstance(await store.apply(UnitOfWork().append_event("s", "t")), Applied)
-    assert Throttled("b", 0, 1).kind == "throttled"
+def test_example_shows_an_escalation_resumed_days_later() -> None:
+    """examples/patterns/p6_human.py escalates a failing step with the record a person needs,
+    and a person resumes it three days later, which settles the escalation."""
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "patterns" / "p6_human.py")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "escalation esc:port-0412:" in out and "donor carrier API answered 503" in out
+    assert "decision needed: what to do with port-0412, suspended at 'requested'" in out
+    assert "  - resume: the 'requested' step runs again from this state" in out
+    assert "day 3: bob resumed port-0412 -> ported; escalation approved by bob" in out

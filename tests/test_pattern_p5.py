@@ -224,7 +224,7 @@ async def test_failing_step_retries_with_backoff_then_escalates(
     store: SqlStore, clock: VirtualClock
 ) -> None:
     """The open step fails three times an hour apart and more, then a person is asked;
-    resuming re-enters the failed state, not the start."""
+    resuming re-enters the failed state, not the start, and settles the escalation."""
     calls: list[object] = []
 
     async def flaky(ctx: StepContext) -> Goto:
@@ -245,10 +245,12 @@ async def test_failing_step_retries_with_backoff_then_escalates(
     [approval] = await store.list_approvals(status="pending")
     assert approval.request["state"] == "open" and "billing system down" in approval.reason
     assert {o["option"] for o in approval.request["options"]} == {"resume", "move", "abandon"}
-    assert await resume(store, wf, "c1", clock.now())
+    assert await resume(store, wf, "c1", clock.now(), principal="alice", reason="billing is up")
     report = await Runner(store, [wf], clock=clock).run_until_idle()
     row = await store.get_row("c1")
     assert row is not None and row.state == "offered" and report.counts["moved"] == 1
+    settled = await store.get_approval(approval.id)
+    assert settled is not None and (settled.status, settled.decided_by) == ("approved", "alice")
 
 
 async def test_dead_lettered_step_parks_the_instance(store: SqlStore, clock: VirtualClock) -> None:

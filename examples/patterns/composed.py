@@ -157,7 +157,12 @@ def build(store: SqlStore, clock: VirtualClock) -> Workflow:
             return Goto("expired")
         note(clock, "P4", f"gate allowed send_offer under policy {decision.policy_version}")
         result = await outreach.run(
-            f"outreach-{ctx.row.id}", {"customer": ctx.row.id}, store=store, clock=clock
+            f"outreach-{ctx.row.id}",
+            {"customer": ctx.row.id},
+            store=store,
+            clock=clock,
+            # a kill on this renewal, or on all renewals, also stops the saga's next step
+            kill_scopes=(f"run:{ctx.row.id}", f"kind:{MACHINE.kind}"),
         )
         assert isinstance(result, SagaCompleted)
         note(clock, "P2", "saga completed: offer reserved, message sent")

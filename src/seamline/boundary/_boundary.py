@@ -9,6 +9,13 @@ commit and its ledger row are written in one unit of work when the boundary ends
 before that re-runs the boundary from its input, which is safe because nothing was committed.
 An external side effect is the exception: its accept and a pending ledger row are written
 *before* it runs (outbox), so a crash after it never leads to a second, different action.
+
+The kill switch is checked in the commit's own transaction (the store commit, or the outbox
+row of a side effect): a commit lands before a stop on ``all``, ``kind:<kind>`` or
+``run:<run id>`` (or a parent run) or never starts, and a stopped boundary ends as a typed
+``Failed`` with reason ``killed``, retryable once the scope is revived. A side effect whose
+outbox row was written before the stop is in flight: it is performed and recorded; one found
+pending by a later run is performed again only if the scope is alive.
 """
 
 from __future__ import annotations
@@ -56,6 +63,7 @@ from seamline.store import (
     Applied,
     Duplicate,
     Event,
+    Killed,
     NotPending,
     RunRecord,
     RunStatus,
@@ -71,7 +79,7 @@ from seamline.telemetry import (
     tracing_enabled,
 )
 
-__all__ = ["Boundary", "Runtime"]
+__all__ = ["Boundary", "Runtime", "kill_scopes"]
 
 I = TypeVar("I")  # noqa: E741 - the input type
 C = TypeVar("C", bound=pydantic.BaseModel)
@@ -93,6 +101,14 @@ def _clean(text: str, limit: int = 1024 * 1024) -> str:
     if len(text) > limit:
         text = text[:limit] + f"…[cut: {len(text):,} characters in all]"
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def kill_scopes(kind: str, run_id: str) -> tuple[str, ...]:
+    """The kill-switch scopes a boundary's commit checks: everything, its workflow kind, its
+    run and every parent of a sub-run (``a/b`` stops with ``run:a`` too)."""
+    parts = run_id.split("/")
+    runs = (f"run:{'/'.join(parts[: n + 1])}" for n in range(len(parts)))
+    return tuple(dict.fromkeys(("all", f"kind:{kind}", *runs)))
 
 
 def default_input_key(value: object) -> str:
@@ -231,7 +247,9 @@ class _Run(Generic[I, C]):
             return recorded.end
         if recorded.pending_effect and recorded.accepted_json is not None:
             recorded_candidate = self.b.output.model_validate_json(recorded.accepted_json)
-            return await self._perform(recorded_candidate, recorded.via, recorded.flags)
+            return await self._perform(
+                recorded_candidate, recorded.via, recorded.flags, resumed=True
+            )
         first = recorded.next_attempt
         messages = list(self.b._prompt(self.input))
         for number in range(first, first + self.b.attempts):
@@ -426,9 +444,12 @@ class _Run(Generic[I, C]):
             trace_id=current_trace_id(),
         )
 
-    def _unit(self) -> UnitOfWork:
-        """Every attempt's events and usage, ready for the ending's own writes."""
+    def _unit(self, *, alive: bool = False) -> UnitOfWork:
+        """Every attempt's events and usage, ready for the ending's own writes. ``alive``: the
+        unit commits only if no kill-switch scope of this run is stopped (checked first)."""
         unit = UnitOfWork()
+        if alive:
+            unit.require_alive(*kill_scopes(self.b.kind, self.run_id))
         for a in self.attempts:
             if a.response is not None:
                 r = a.response
@@ -537,15 +558,17 @@ class _Run(Generic[I, C]):
     async def _commit_untraced(
         self, candidate: C, attempt: Attempt | None, via: str, flags: tuple[str, ...]
     ) -> BoundaryResult:
-        unit = self._unit()
+        unit = self._unit(alive=True)
         self._accept_events(unit, candidate, attempt, via, flags)
         commit = self.b.commit
         if isinstance(commit, EffectCommit):
             unit.commit_intent(self.key, run_id=self.run_id, boundary=self.b.name)
             outcome = await self.store.apply(unit)
+            if isinstance(outcome, Killed):
+                return await self._end_killed(outcome)
             if not isinstance(outcome, Applied):
                 return await self._after_race()
-            return await self._perform(candidate, via, flags)
+            return await self._perform(candidate, via, flags, resumed=False)
         result = commit.write(candidate, self.input, unit)
         unit.record_run(self._record("committed", None))
         unit.record_commit(self.key, result, run_id=self.run_id, boundary=self.b.name)
@@ -565,6 +588,8 @@ class _Run(Generic[I, C]):
                 via=_via(via),
                 flags=flags,
             )
+        if isinstance(outcome, Killed):
+            return await self._end_killed(outcome)
         if isinstance(outcome, Duplicate) and outcome.what == "commit":
             return await self._after_race()
         # The commit's own writes conflicted (e.g. a CAS on a row that moved): nothing of it
@@ -573,9 +598,20 @@ class _Run(Generic[I, C]):
             "commit_conflict", f"the commit's writes conflicted: {outcome}", retryable=True
         )
 
-    async def _perform(self, candidate: C, via: str, flags: tuple[str, ...]) -> BoundaryResult:
+    async def _perform(
+        self, candidate: C, via: str, flags: tuple[str, ...], *, resumed: bool
+    ) -> BoundaryResult:
+        """Perform the recorded side effect. ``resumed``: its outbox row was found pending, so
+        it is called again only if the run's scopes are alive now (the check is a transaction
+        of its own: the call itself cannot be inside one)."""
         commit = self.b.commit
         assert isinstance(commit, EffectCommit)
+        if resumed:
+            alive = await self.store.apply(
+                UnitOfWork().require_alive(*kill_scopes(self.b.kind, self.run_id))
+            )
+            if isinstance(alive, Killed):
+                return await self._end_killed(alive)
         try:
             result = await commit.perform(candidate, self.input, self.key)
             result_json = codec.decode(codec.encode(result))
@@ -621,7 +657,7 @@ class _Run(Generic[I, C]):
         stored = await self.store.get_commit(self.key)
         if recorded.pending_effect and recorded.accepted_json is not None:
             candidate = self.b.output.model_validate_json(recorded.accepted_json)
-            return await self._perform(candidate, recorded.via, recorded.flags)
+            return await self._perform(candidate, recorded.via, recorded.flags, resumed=True)
         raise SeamlineError(
             f"boundary {self.b.name} key {self.key}: the store refused the ending as a duplicate "
             f"but records no ending (commit ledger: {stored}); inspect stream {self.stream}"
@@ -706,6 +742,32 @@ class _Run(Generic[I, C]):
         if not isinstance(outcome, Applied):
             return await self._after_race()
         return Escalated(self.b.name, self.key, approval_id, reason, tuple(self.attempts))
+
+    async def _end_killed(self, killed: Killed) -> BoundaryResult:
+        """The kill switch refused the commit: nothing of it was written. Record the attempts
+        and a retryable ending (a run after the revive carries on), and say who stopped what."""
+        message = (
+            f"{killed.scope} was stopped by {killed.killed_by} ({killed.reason}); nothing was "
+            "committed. Run the boundary again once the scope is revived."
+        )
+        unit = self._unit()
+        n = self.attempts[-1].number if self.attempts else 0
+        unit.record_run(self._record("failed", "killed"))
+        unit.append_event(
+            self.stream,
+            "failed",
+            {
+                "reason_code": "killed",
+                "message": message,
+                "retryable": True,
+                "last_attempt": n,
+                "scope": killed.scope,
+            },
+            idempotency_key=f"{self.key}:killed:{n}",
+        )
+        # A Duplicate here is a second stopped run of a pending effect: already recorded.
+        await self.store.apply(unit)
+        return Failed(self.b.name, self.key, "killed", message, True, tuple(self.attempts))
 
     async def _end_failed(self, code: str, message: str, retryable: bool) -> BoundaryResult:
         unit = self._unit()

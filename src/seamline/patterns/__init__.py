@@ -32,6 +32,7 @@ from seamline.patterns._events import (
 )
 from seamline.patterns._gate import Gate, GateAllow, GateDecision, GateDeny, Supervised, Supervisor
 from seamline.patterns._human import (
+    ApprovalAnswer,
     ApprovalDecided,
     ControlConfig,
     KillSwitch,
@@ -39,11 +40,14 @@ from seamline.patterns._human import (
     Stopped,
     Throttle,
     ThrottlePolicy,
+    approval_answer,
     decide_approval,
     expire_approval,
     expire_overdue,
+    kill_scopes,
     request_approval,
     set_throttle,
+    settle_escalation_into,
     throttle_row_id,
 )
 from seamline.patterns._runner import (
@@ -93,6 +97,7 @@ from seamline.patterns._statemachine import (
 )
 
 __all__ = [
+    "ApprovalAnswer",
     "ApprovalDecided",
     "BranchFailed",
     "BranchOk",
@@ -156,20 +161,23 @@ __all__ = [
     "WorkerResult",
     "Workflow",
     "apply_transition",
+    "approval_answer",
     "compensation_key",
     "decide_approval",
     "expire_approval",
     "expire_overdue",
     "fork_stream",
+    "kill_scopes",
     "plan_compensation",
     "publish",
     "read_as_of",
     "render_trace",
     "request_approval",
-    "set_throttle",
-    "throttle_row_id",
     "resume",
     "saga_step_key",
     "saga_trace",
     "scatter_gather",
+    "set_throttle",
+    "settle_escalation_into",
+    "throttle_row_id",
 ]

@@ -5,10 +5,16 @@
   transaction (``UnitOfWork.require_alive``), so an in-flight commit either lands before the
   kill or never starts — there is no half-done side effect — and the next commit after the kill
   is refused, which is as fast as the stop can be.
+  Workflow moves, saga steps and boundary commits all check their scopes this way
+  (:func:`kill_scopes`); compensations and the recording of an effect already under way are
+  not stopped, so a kill never leaves a side effect half-recorded.
 - **Escalation**: a durable suspend with a reason and a record a person can act on days later,
-  from another process (the instance is a row; nothing waits in memory).
+  from another process (the instance is a row; nothing waits in memory). Resuming answers it:
+  the escalation is settled, with who and why, in the same unit of work as the resume.
 - **Approval**: a request under an SLA; past it, the declared fallback is applied (deny unless
   declared otherwise); people approve, reject or edit with a reason; who decided is audited.
+  A waiting instance reads its answer with :func:`approval_answer`, which applies the fallback
+  itself once the SLA has passed, so the instance takes the fallback path without a sweeper.
 - **Throttling**: per-minute, per-tenant-per-hour and money-per-day caps as exact fixed-window
   quotas in the store, so they hold across processes; every cap must admit a unit (the
   tightest wins) and a refused unit takes nothing from any of them.
@@ -24,11 +30,13 @@ from typing import Any, Literal
 
 import pydantic
 
+from seamline.boundary._boundary import kill_scopes as boundary_scopes
 from seamline.errors import ConfigError
 from seamline.store import Applied, Approval, NotPending, Store, UnitOfWork
 from seamline.telemetry import span
 
 __all__ = [
+    "ApprovalAnswer",
     "ApprovalDecided",
     "ControlConfig",
     "KillSwitch",
@@ -36,10 +44,13 @@ __all__ = [
     "Stopped",
     "Throttle",
     "ThrottlePolicy",
+    "approval_answer",
     "decide_approval",
     "expire_approval",
     "expire_overdue",
+    "kill_scopes",
     "request_approval",
+    "settle_escalation_into",
     "set_throttle",
     "throttle_row_id",
 ]
@@ -69,6 +80,17 @@ def _scope_ok(scope: str) -> bool:
     return scope == "all" or (
         scope.split(":", 1)[0] in ("kind", "run") and ":" in scope and bool(scope.split(":", 1)[1])
     )
+
+
+def kill_scopes(kind: str, run_id: str, *extra: str) -> tuple[str, ...]:
+    """The scopes a unit of work of workflow ``kind`` in run ``run_id`` runs under: ``all``,
+    ``kind:KIND``, ``run:ID`` and ``run:`` of every parent of a sub-run (``a/b`` is also under
+    ``a``), then ``extra`` (e.g. the workflow instance that started a saga)."""
+    scopes = (*boundary_scopes(kind, run_id), *extra)
+    bad = [s for s in scopes if not _scope_ok(s)]
+    if bad:
+        raise ConfigError(f"kill scopes {bad} are not 'all', 'kind:NAME' or 'run:ID'")
+    return tuple(dict.fromkeys(scopes))
 
 
 class KillSwitch:
@@ -242,6 +264,71 @@ async def _decide_approval(
     return ApprovalDecided(approval_id, status, principal)
 
 
+@dataclass(frozen=True, slots=True)
+class ApprovalAnswer:
+    """Where a request stands for the instance waiting on it. ``granted`` is None while it is
+    pending (look again at ``due_at``, when the fallback applies); otherwise whether to take the
+    approved path: approved or edited (with ``edited`` values), or expired with fallback
+    ``approve``. Rejected, and expired with the default ``deny``, are not granted."""
+
+    approval_id: str
+    status: Literal["pending", "approved", "rejected", "edited", "expired"]
+    granted: bool | None
+    due_at: datetime | None
+    edited: Mapping[str, Any] | None = None
+    kind: Literal["approval_answer"] = "approval_answer"
+
+
+async def approval_answer(store: Store, approval_id: str, now: datetime) -> ApprovalAnswer:
+    """The answer to ``approval_id`` as of ``now``; past its SLA with nobody deciding, the
+    fallback is applied first (recorded and audited as decided by ``sla``), so a waiting
+    instance that calls this when it wakes takes the fallback path by itself."""
+    approval = await store.get_approval(approval_id)
+    if approval is None:
+        raise ConfigError(f"no approval {approval_id!r}; request it before waiting on it")
+    if approval.status == "pending" and await expire_approval(store, approval, now):
+        approval = await store.get_approval(approval_id) or approval
+    decision = approval.decision if isinstance(approval.decision, dict) else {}
+    granted: bool | None
+    if approval.status == "pending":
+        granted = None
+    elif approval.status == "expired":
+        granted = decision.get("decision") == "approve"
+    else:
+        granted = approval.status in ("approved", "edited")
+    edited = decision.get("edited") if approval.status == "edited" else None
+    return ApprovalAnswer(approval.id, approval.status, granted, approval.due_at, edited)
+
+
+def settle_escalation_into(
+    unit: UnitOfWork, approval_id: str, *, principal: str, answer: str, reason: str
+) -> UnitOfWork:
+    """Record, in ``unit``, that ``principal`` answered escalation ``approval_id`` with
+    ``answer`` (e.g. ``resume``): the request is settled as approved, audited and logged. Put it
+    in the unit that acts on the answer, so the answer and the action land together; a request
+    that is no longer pending makes the whole unit ``NotPending``."""
+    if not reason.strip():
+        raise ConfigError("answering an escalation needs a reason a later reader can understand")
+    unit.decide_approval(
+        approval_id,
+        status="approved",
+        decided_by=principal,
+        decision={"decision": answer, "reason": reason},
+    )
+    unit.audit(
+        actor=principal,
+        action=answer,
+        subject=approval_id,
+        decision="approved",
+        reason=reason,
+        details={"answer": answer},
+    )
+    unit.append_event(
+        f"approval:{approval_id}", "approved", {"by": principal, "answer": answer, "reason": reason}
+    )
+    return unit
+
+
 async def expire_overdue(store: Store, now: datetime, *, limit: int = 1000) -> list[Approval]:
     """Apply the fallback to every pending approval past its SLA; returns those expired."""
     expired = []
@@ -351,6 +438,22 @@ async def set_throttle(
 ) -> int:
     """Override (or with ``None`` clear) a throttle's per-minute cap for every process on the
     store, audited; 0 pauses the action. Returns the override row's new version."""
+    attributes = {
+        "seamline.principal": principal,
+        "seamline.subject": throttle_row_id(name),
+        "seamline.throttle.per_minute": per_minute,  # None (a cleared override) is left out
+    }
+    with span("human throttle", attributes) as current:
+        version = await _set_throttle(
+            store, name, per_minute=per_minute, principal=principal, reason=reason
+        )
+        current.set_attribute("seamline.decision", "allow")
+        return version
+
+
+async def _set_throttle(
+    store: Store, name: str, *, per_minute: int | None, principal: str, reason: str
+) -> int:
     if per_minute is not None and per_minute < 0:
         raise ConfigError(f"throttle {name!r}: per_minute must be >= 0, got {per_minute}")
     if not reason.strip():

@@ -29,6 +29,7 @@ from typing import Any, Literal
 from seamline import codec
 from seamline.clock import Clock, SystemClock, VirtualClock, advance_to_next_timer
 from seamline.errors import ConfigError
+from seamline.patterns._human import settle_escalation_into
 from seamline.patterns._statemachine import (
     DeadLetter,
     EscalateOnFailure,
@@ -170,13 +171,40 @@ class RunnerReport:
         self.failures.extend(other.failures)
 
 
-async def resume(store: Store, workflow: Workflow, row_id: str, now: datetime) -> bool:
-    """Re-enter a suspended instance at its current state (after an escalation was settled).
-    False when the row is terminal or already has a pending step."""
+async def resume(
+    store: Store,
+    workflow: Workflow,
+    row_id: str,
+    now: datetime,
+    *,
+    principal: str,
+    reason: str,
+    approval_id: str | None = None,
+) -> bool:
+    """A person re-enters a suspended instance at its current state, from any process, at any
+    later time. The escalation that suspended it (``approval_id``, or else the instance's latest
+    one) is settled as answered ``resume`` by ``principal`` in the same unit of work as the new
+    step's timer, so the queue never shows a resumed instance as still waiting. False when the
+    row is missing or terminal, or the escalation was answered meanwhile."""
+    if not reason.strip():
+        raise ConfigError("a resume needs a reason a later reader can understand")
     row = await store.get_row(row_id)
     if row is None or row.state in workflow.machine.terminal:
         return False
+    stream = workflow.machine.stream(row_id)
+    approval_id = approval_id or await _latest_escalation(store, stream)
+    approval = await store.get_approval(approval_id) if approval_id else None
+    if approval_id and (approval is None or approval.row_id != row_id):
+        raise ConfigError(f"{approval_id!r} is not an escalation of {row_id!r}")
     unit = UnitOfWork()
+    if approval is not None and approval.status == "pending":
+        settle_escalation_into(
+            unit, approval.id, principal=principal, answer="resume", reason=reason
+        )
+    else:
+        unit.audit(
+            actor=principal, action="resume", subject=row_id, decision="allow", reason=reason
+        )
     stamp = uuid.uuid4().hex[:8]
     unit.schedule_timer(
         row_id,
@@ -187,9 +215,28 @@ async def resume(store: Store, workflow: Workflow, row_id: str, now: datetime) -
         id=f"{row_id}:v{row.version}:{row.state}:resume-{stamp}",
     )
     unit.append_event(
-        workflow.machine.stream(row_id), "resumed", {"state": row.state, "version": row.version}
+        stream,
+        "resumed",
+        {
+            "state": row.state,
+            "version": row.version,
+            "by": principal,
+            "reason": reason,
+            "approval_id": approval_id,
+        },
     )
     return isinstance(await store.apply(unit), Applied)
+
+
+async def _latest_escalation(store: Store, stream: str) -> str | None:
+    """The id of the last escalation the runner opened for this instance (its stream says)."""
+    found, after = None, 0
+    while page := await store.read_stream(stream, after=after):
+        for e in page:
+            if e.type == "step_failed" and isinstance(e.payload, dict):
+                found = e.payload.get("approval_id") or found
+        after = page[-1].stream_seq
+    return found
 
 
 class Runner:
@@ -418,15 +465,19 @@ class Runner:
                 )
                 return await self._commit(unit, "retried")
             action = policy.then
-        unit.append_event(
-            stream,
-            "step_failed",
-            {"state": row.state, "attempt": attempt, "error": error, "next": action},
-            causation_id=timer.id,
-        )
+        approval_id = f"esc:{timer.id}"  # the timer names row, version, state and attempt
+        failed: dict[str, Any] = {
+            "state": row.state,
+            "attempt": attempt,
+            "error": error,
+            "next": action,
+        }
+        if action == "escalate":  # resume() finds the escalation to answer from here
+            failed["approval_id"] = approval_id
+        unit.append_event(stream, "step_failed", failed, causation_id=timer.id)
         if action == "escalate":
             unit.open_approval(
-                id=f"esc:{row.id}:v{row.version}:{row.state}:{timer.id[-12:]}",
+                id=approval_id,
                 kind="escalation",
                 reason=f"step {row.state!r} of {row.kind} {row.id} failed {attempt} time(s): "
                 f"{error}",

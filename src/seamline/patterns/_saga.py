@@ -27,7 +27,17 @@ Why it is built this way:
 * **Compensations retry, then escalate.** Each is retried with exponential backoff on the
   clock; one that still fails stays pending in the ledger, the others still run, and one
   escalation shows a person what was done, what was undone, what was not, and the options.
-  The saga rests in ``compensation_failed``: never half-committed in silence.
+  The saga rests in ``compensation_failed``: never half-committed in silence. A person's
+  retry (``resume(..., retry_compensations=True, principal=, reason=)``) settles that
+  escalation in the same unit of work as the move back to ``compensating``.
+* **The kill switch stops forward steps, not compensations.** The unit that marks a step
+  ``started`` checks the saga's scopes (``all``, ``kind:<saga name>``, ``run:<saga id>`` and
+  its parents, and any ``kill_scopes`` given at start) in the same transaction, so a step
+  either started before the kill or is never called; the run then ends
+  :class:`SagaPreempted` with ``killed`` set and the saga resumes where it stopped once the
+  scope is revived. A step already called still records its outcome, and compensations still
+  run after a kill: stopping them would leave the saga half-committed, which is what the kill
+  switch must never do.
 """
 
 from __future__ import annotations
@@ -47,7 +57,9 @@ import tenacity
 from seamline import codec
 from seamline.clock import Clock, SystemClock
 from seamline.errors import CodecError, ConfigError, SeamlineError
-from seamline.store import Applied, Duplicate, Row, StaleVersion, Store, UnitOfWork
+from seamline.patterns._human import kill_scopes as scopes_for
+from seamline.patterns._human import settle_escalation_into
+from seamline.store import Applied, Duplicate, Killed, Row, StaleVersion, Store, UnitOfWork
 
 __all__ = [
     "SAGA_TRANSITIONS",
@@ -285,6 +297,8 @@ class SagaRecord:
     compensated: tuple[str, ...] = ()
     approval_id: str | None = None
     escalations: int = 0
+    kill_scopes: tuple[str, ...] = ()
+    """Scopes besides its own the saga's steps stop for, e.g. ``run:`` of its workflow row."""
 
 
 def plan_compensation(record: SagaRecord) -> tuple[str, ...]:
@@ -354,11 +368,15 @@ class SagaNeedsHuman:
 
 @dataclass(frozen=True, slots=True)
 class SagaPreempted:
-    """Another runner moved the saga's row, so this run stopped; resume it later."""
+    """This run stopped before the saga ended; resume it later. Either another runner moved
+    the saga's row, or (``killed`` set) the kill switch stopped a scope the saga runs under
+    before its next step started: nothing more was called, and after the scope is revived
+    ``resume`` carries on from the same step."""
 
     saga_id: str
     expected_version: int
     actual_version: int | None
+    killed: Killed | None = None
     kind: Literal["preempted"] = "preempted"
 
 
@@ -448,14 +466,27 @@ class Saga:
         return f"Saga({self.name!r}, steps={list(self.order)})"
 
     async def run(
-        self, saga_id: str, input: Any, *, store: Store, clock: Clock | None = None
+        self,
+        saga_id: str,
+        input: Any,
+        *,
+        store: Store,
+        clock: Clock | None = None,
+        kill_scopes: Sequence[str] = (),
     ) -> SagaResult:
         """Start saga ``saga_id`` on ``input``, or continue it if it exists with that input. An
-        ended saga answers its ending, marked ``replayed``, without doing anything."""
+        ended saga answers its ending, marked ``replayed``, without doing anything.
+        ``kill_scopes``: more scopes whose stop halts its steps (kept with the saga), e.g.
+        ``("run:<row id>", "kind:<workflow>")`` of the workflow instance that runs it."""
         row_id, plain = f"saga:{saga_id}", codec.decode(codec.encode(input))
+        scopes_for(self.name, saga_id, *kill_scopes)  # a bad scope fails before any write
         if await store.get_row(row_id) is None:
             record = SagaRecord(
-                self.name, plain, self.order, {n: SagaStepRecord() for n in self.order}
+                self.name,
+                plain,
+                self.order,
+                {n: SagaStepRecord() for n in self.order},
+                kill_scopes=tuple(kill_scopes),
             )
             outcome = await store.apply(
                 UnitOfWork()
@@ -470,7 +501,7 @@ class Saga:
                 f"saga {saga_id} exists with another input; use a new id for new input, or "
                 "resume(saga_id) to continue the existing one"
             )
-        return await run.drive(retry=False)
+        return await run.drive(retry=None)
 
     async def resume(
         self,
@@ -479,10 +510,22 @@ class Saga:
         store: Store,
         clock: Clock | None = None,
         retry_compensations: bool = False,
+        principal: str | None = None,
+        reason: str | None = None,
     ) -> SagaResult:
-        """Continue saga ``saga_id`` from its row. ``retry_compensations`` (a person's answer
-        to the escalation) calls a ``compensation_failed`` saga's failed compensations again."""
-        return await (await self._load(saga_id, store, clock)).drive(retry=retry_compensations)
+        """Continue saga ``saga_id`` from its row, in any process, at any later time.
+        ``retry_compensations`` is a person's answer to the escalation: a ``compensation_failed``
+        saga's failed compensations are called again, and the escalation is settled as answered
+        by ``principal`` for ``reason`` in the same unit of work as the saga's move."""
+        answer = None
+        if retry_compensations:
+            if not principal or not reason or not reason.strip():
+                raise ConfigError(
+                    "retry_compensations answers the escalation: pass principal= (who) and "
+                    "reason= (why), both recorded in the audit trail"
+                )
+            answer = (principal, reason)
+        return await (await self._load(saga_id, store, clock)).drive(retry=answer)
 
     async def _load(self, saga_id: str, store: Store, clock: Clock | None) -> _Run:
         row = await store.get_row(f"saga:{saga_id}")
@@ -507,6 +550,8 @@ class _Run:
         self.version, self.state, self.record = row.version, row.state, row.data_as(SagaRecord)
         self.lock = asyncio.Lock()
         self.preempted: StaleVersion | None = None
+        self.killed: Killed | None = None
+        self.scopes = scopes_for(saga.name, saga_id, *self.record.kill_scopes)
 
     async def save(
         self, to: str | None, change: Callable[[SagaRecord], SagaRecord], unit: UnitOfWork
@@ -527,6 +572,9 @@ class _Run:
                 )
             unit.transition(self.row_id, expect_version=self.version, to=target, data=record)
             outcome = await self.store.apply(unit)
+            if isinstance(outcome, Killed):  # only a step's start checks: it never began
+                self.killed = outcome
+                return False
             if not isinstance(outcome, Applied):
                 # Whichever write of the unit hit the conflict first (the CAS, or a ledger key
                 # another runner settled), a moved row means another runner holds the saga.
@@ -542,11 +590,19 @@ class _Run:
             self.version, self.state, self.record = outcome.versions[self.row_id], target, record
             return True
 
-    async def drive(self, *, retry: bool) -> SagaResult:
+    async def drive(self, *, retry: tuple[str, str] | None) -> SagaResult:
         replayed = self.state in ("completed", "compensated", "compensation_failed")
-        if retry and self.state == "compensation_failed":
+        if retry is not None and self.state == "compensation_failed":
             replayed = False
-            await self.save("compensating", lambda r: r, UnitOfWork())
+            unit = UnitOfWork()
+            approval_id = self.record.approval_id
+            approval = await self.store.get_approval(approval_id) if approval_id else None
+            if approval is not None and approval.status == "pending":
+                principal, reason = retry
+                settle_escalation_into(
+                    unit, approval.id, principal=principal, answer="retry", reason=reason
+                )
+            await self.save("compensating", lambda r: r, unit)
         if self.state == "running":
             await self.forward()
         if self.state == "compensating" and self.preempted is None:
@@ -571,13 +627,13 @@ class _Run:
                 )
                 for failure in gathered.failures:  # perform() raises only for store trouble
                     raise failure.exception or SagaError(failure.error)
-            if self.state != "running" or self.preempted is not None:
+            if self.state != "running" or self.preempted is not None or self.killed is not None:
                 return
         await self.save("completed", lambda r: r, UnitOfWork())
 
     async def perform(self, step: SagaStep) -> None:
-        if self.state != "running":  # a step of this Parallel stage failed: start no more
-            return
+        if self.state != "running" or self.killed is not None:
+            return  # a step of this Parallel stage failed, or a scope was stopped: start no more
         name, key = step.name, saga_step_key(self.saga_id, step.name)
         resumed = self.record.steps[name].status == "started"
         unit = UnitOfWork()
@@ -588,9 +644,14 @@ class _Run:
             unit.commit_intent(key, run_id=self.saga_id, boundary=f"saga:{self.saga.name}")
             payload = {"step": name, "key": key, "compensation_key": undo}
             unit.append_event(self.stream, "step_started", payload)
+        # The step starts (or is called again) only if no scope of the saga is stopped, checked
+        # in the transaction that records the start: it began before the kill or never does.
+        unit.require_alive(*self.scopes)
         if not await self.save(
             None, lambda r: _with_step(r, name, status="started", effect="unknown"), unit
         ):
+            if self.killed is not None:
+                await self.note_kill(name, self.killed)
             return
         done = {n: s.result for n, s in self.record.steps.items() if s.status == "done"}
         try:
@@ -613,6 +674,24 @@ class _Run:
         unit.append_event(self.stream, "step_done", {"step": name, "result": result})
         await self.save(
             None, lambda r: _with_step(r, name, status="done", effect="done", result=result), unit
+        )
+
+    async def note_kill(self, step: str, killed: Killed) -> None:
+        """Log, once per row version, that the kill switch refused to start ``step``. Only the
+        log is written: the row stays as it was, ready to resume at that step."""
+        payload = {
+            "step": step,
+            "scope": killed.scope,
+            "by": killed.killed_by,
+            "reason": killed.reason,
+        }
+        await self.store.apply(
+            UnitOfWork().append_event(
+                self.stream,
+                "step_refused_killed",
+                payload,
+                idempotency_key=f"{self.row_id}:killed:v{self.version}",
+            )
         )
 
     async def compensate(self, step: SagaStep) -> None:
@@ -705,6 +784,8 @@ class _Run:
         r = self.record
         if self.preempted is not None:
             return SagaPreempted(self.saga_id, self.preempted.expected, self.preempted.actual)
+        if self.killed is not None and self.state == "running":
+            return SagaPreempted(self.saga_id, self.version, self.version, self.killed)
         if self.state == "completed":
             return SagaCompleted(self.saga_id, {n: r.steps[n].result for n in r.order}, replayed)
         failed_step, reason, undone = r.failed_step or "", r.reason or "", r.compensated
