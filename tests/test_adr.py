@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 from pathlib import Path
 
@@ -69,6 +70,60 @@ def test_p5_needs_all_three_predicates() -> None:
     ).spine.startswith("P3")
 
 
+def _statements(a: AdrAnswers) -> dict[str, bool]:
+    """Every phrase a spine line may use, and whether it is true of the answers."""
+    long, rebuildable = a.long_pauses_or_external_waits, a.state_reconstructible_from_input
+    moving, log = a.world_changes_during_pause, a.log_is_the_truth
+    return {
+        "long pauses or waits on the outside world": long,
+        "no long pauses or waits on the outside world": not long,
+        "state not reconstructible from the original input": not rebuildable,
+        "state reconstructible from the original input": rebuildable,
+        "the world can change during a pause": moving,
+        "the world cannot change during a pause": not moving,
+        "the log must be the truth: replay and branching matter": log,
+        "the log need not be the truth": not log,
+    }
+
+
+@pytest.mark.parametrize("flags", list(itertools.product([False, True], repeat=4)))
+def test_the_spine_line_names_only_true_predicates_that_decided_it(
+    flags: tuple[bool, bool, bool, bool],
+) -> None:
+    """For every combination of the four spine predicates, the spine line's parenthesis is a
+    list of true statements about the answers: all three P5 predicates for P5; the log and
+    every failed P5 predicate for P3; every failed P5 predicate and the log's for none. The
+    build sequence starts with the state schema and console whatever the spine."""
+    long, rebuildable, moving, log = flags
+    answers = _answers(
+        work_unit="hours",
+        long_pauses_or_external_waits=long,
+        state_reconstructible_from_input=rebuildable,
+        world_changes_during_pause=moving,
+        log_is_the_truth=log,
+    )
+    adr = decide(answers)
+    kind, _, rest = adr.spine.partition(" (")
+    said = rest.removesuffix(")").split("; ")
+    truth = _statements(answers)
+    assert all(truth.get(s) for s in said), (adr.spine, said)
+    failed_p5 = [
+        s
+        for s, ok in truth.items()
+        if ok and s.startswith(("no long", "state reconstructible", "the world cannot"))
+    ]
+    if long and not rebuildable and moving:
+        assert adr.spine.startswith("P5") and len(said) == 3
+    elif log:
+        assert kind == "P3 event log"
+        assert said == ["the log must be the truth: replay and branching matter", *failed_p5]
+    else:
+        assert kind == "none"
+        assert said == [*failed_p5, "the log need not be the truth"]
+        assert any("caution" in r for r in adr.reasons["spine"])  # hours with no spine
+    assert adr.build_sequence.split(" -> ")[0] == "state schema and console"
+
+
 def test_runtime_class_follows_duration_and_a_changing_world() -> None:
     """Seconds are conversational; minutes autonomous unless the world moves; else long."""
     assert decide(_answers(work_unit="seconds")).runtime_class == "conversational"
@@ -96,7 +151,8 @@ def test_no_side_effects_means_no_control_and_p6_is_built_last() -> None:
 
 
 def test_cli_reads_answers_and_writes_the_record(tmp_path: Path) -> None:
-    """`seamline adr --answers` prints the six lines with reasons and can write them."""
+    """`seamline adr --answers` prints the six lines unwrapped, with reasons, and can write
+    them."""
     out = tmp_path / "adr.md"
     result = CliRunner().invoke(
         app,
@@ -104,7 +160,9 @@ def test_cli_reads_answers_and_writes_the_record(tmp_path: Path) -> None:
         terminal_width=200,
     )
     assert result.exit_code == 0, result.output
-    assert "2. Spine: P5 shared state machine" in result.output
+    printed = result.output.splitlines()
+    record = render(decide(load_answers(WORKLOADS / "porting" / "adr.yaml")))
+    assert all(line in printed for line in record.splitlines())  # whole lines, never wrapped
     assert "## Reasoning" in out.read_text()
 
 

@@ -107,7 +107,8 @@ def adr(
     except ValueError as exc:  # interactive answers that do not validate
         _err.print(f"[bold red]error:[/] {escape(str(exc))}")
         raise typer.Exit(2) from exc
-    _out.print(escape(render_reasoning(record)))
+    # Unwrapped: the record is Markdown to paste, and the docs show exactly these lines.
+    _out.print(escape(render_reasoning(record)), soft_wrap=True)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(render_reasoning(record), encoding="utf-8")

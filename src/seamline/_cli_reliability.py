@@ -1,5 +1,6 @@
-"""``seamline reliability`` and ``seamline eval``: the reliability decomposition and pass^k
-with the spine ablation. Both print a table and write a PNG."""
+"""``seamline reliability``: the reliability decomposition fitted to a recorded renewal run, or
+simulated over pattern compositions. Prints a table and writes a PNG. (``seamline eval`` is
+in ``_cli_eval``.)"""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from seamline._cli_common import SeedOption, StoreOption, command_errors, open_e
 from seamline.errors import ConfigError
 from seamline.store import DEFAULT_STORE_URL, parse_store_url
 
-__all__ = ["evaluate", "reliability"]
+__all__ = ["reliability"]
 
 _out = Console()
 
@@ -149,99 +150,6 @@ def _simulate(budget: float, horizon: int, paths: int, seed: int, plot: Path) ->
         ax.set_xlabel("model variance sigma (falling to the right)")
         ax.set_ylabel(f"P(y(t) <= {budget:g} for t <= {horizon})")
         ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(plot)
-    finally:
-        plt.close(fig)
-    _out.print(f"plot: {plot}")
-
-
-def evaluate(
-    data: Annotated[
-        Path | None,
-        typer.Option(help="The Telco churn CSV; without it a seeded synthetic cohort."),
-    ] = None,
-    scenarios: Annotated[int, typer.Option(min=1, help="How many scenarios (customers).")] = 200,
-    k: Annotated[int, typer.Option(min=1, help="k in pass^k.")] = 4,
-    trials: Annotated[
-        int | None, typer.Option(min=1, help="Trials per scenario (>= k; default k).")
-    ] = None,
-    resamples: Annotated[int, typer.Option(min=1, help="Bootstrap resamples.")] = 2000,
-    seed: SeedOption = 7,
-    plot: Annotated[Path, typer.Option(help="Where to write the PNG.")] = Path("reports/eval.png"),
-) -> None:
-    """pass^k of the renewal decision under a P3 and a P5 spine, across two simulated model
-    versions, with bootstrap intervals on the changes."""
-    with command_errors():
-        _evaluate(data, scenarios, k, trials or k, resamples, seed, plot)
-
-
-def _evaluate(
-    data: Path | None, n: int, k: int, trials: int, resamples: int, seed: int, plot: Path
-) -> None:
-    from seamline.method._eval import bootstrap_delta, pass_hat_k, run_ablation, scenarios_from
-    from seamline.workloads.renewal import load_customers, synthetic_cohort
-
-    if trials < k:
-        raise ConfigError(f"--trials {trials} is below k={k}; pass^k needs at least k trials")
-    if data is not None:
-        customers = load_customers(data).customers
-        _out.print(f"data: {data}")
-    else:
-        customers = synthetic_cohort(n, seed=seed)
-        _out.print(f"[yellow]data: SYNTHETIC cohort of {n} customers (seed {seed})[/]")
-    cases = scenarios_from(customers, limit=n)
-    _out.print(
-        f"[yellow]SIMULATED decision task and model versions; {len(cases)} scenarios x "
-        f"{trials} trials (model seeds {seed}..{seed + trials - 1})[/]"
-    )
-    results = run_ablation(cases, trials=trials, seed=seed)
-    by = {r.config: r for r in results}
-    table = Table(title=f"pass^k (k={k})", title_justify="left")
-    for col in ("config", "pass^1", f"pass^{k}"):
-        table.add_column(col, justify="left" if col == "config" else "right")
-    for r in results:
-        table.add_row(
-            r.config, f"{pass_hat_k(r.results, 1):.3f}", f"{pass_hat_k(r.results, k):.3f}"
-        )
-    _out.print(table)
-    deltas = Table(title=f"change in pass^{k} (paired bootstrap, 95%)", title_justify="left")
-    for col in ("change", "delta", "95% CI"):
-        deltas.add_column(col, justify="left" if col == "change" else "right")
-    pairs = [
-        ("P3 / typical-v1", "P5 / typical-v1"),
-        ("P3 / typical-v2", "P5 / typical-v2"),
-        ("P3 / typical-v1", "P3 / typical-v2"),
-        ("P5 / typical-v1", "P5 / typical-v2"),
-    ]
-    cis = []
-    for a, b in pairs:
-        d = bootstrap_delta(by[a].results, by[b].results, k, resamples=resamples, seed=seed)
-        cis.append((f"{b} - {a}", d))
-        deltas.add_row(f"{b}  minus  {a}", f"{d.delta:+.3f}", _ci(d.low, d.high))
-    _out.print(deltas)
-    plt = _pyplot()
-    plot.parent.mkdir(parents=True, exist_ok=True)
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8), dpi=110)
-    try:
-        names = [r.config for r in results]
-        xs = list(range(len(names)))
-        left.bar([x - 0.2 for x in xs], [pass_hat_k(r.results, 1) for r in results], 0.4)
-        left.bar([x + 0.2 for x in xs], [pass_hat_k(r.results, k) for r in results], 0.4)
-        left.set_xticks(xs, names, fontsize=7)
-        left.legend(["pass^1", f"pass^{k}"])
-        left.set_ylim(0, 1)
-        left.set_title("pass^k by configuration")
-        ys = list(range(len(cis)))
-        right.errorbar(
-            [d.delta for _, d in cis],
-            ys,
-            xerr=[[d.delta - d.low for _, d in cis], [d.high - d.delta for _, d in cis]],
-            fmt="o",
-        )
-        right.axvline(0, color="grey", lw=0.8)
-        right.set_yticks(ys, [name for name, _ in cis], fontsize=7)
-        right.set_title(f"change in pass^{k}, 95% CI")
         fig.tight_layout()
         fig.savefig(plot)
     finally:

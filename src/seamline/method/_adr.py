@@ -69,6 +69,17 @@ class Adr:
     reasons: dict[str, tuple[str, ...]]
 
 
+_LOG_IS_TRUTH = "the log must be the truth: replay and branching matter"
+_NOT = {
+    "long pauses or waits on the outside world": "no long pauses or waits on the outside world",
+    "state not reconstructible from the original input": (
+        "state reconstructible from the original input"
+    ),
+    "the world can change during a pause": "the world cannot change during a pause",
+}
+"""Each P5 predicate as it reads when it does not hold: the spine line names these."""
+
+
 def load_answers(path: str | Path) -> AdrAnswers:
     """Answers from a YAML file; a bad file is a ConfigError naming each problem."""
     path = Path(path)
@@ -105,24 +116,28 @@ def decide(a: AdrAnswers) -> Adr:
         runtime = "conversational"
         reasons["runtime"] = ("a unit of work takes seconds",)
 
-    # 2. spine
+    # 2. spine: the line names the predicates that decided it, whichever way it went
     p5 = {
         "long pauses or waits on the outside world": a.long_pauses_or_external_waits,
         "state not reconstructible from the original input": not a.state_reconstructible_from_input,
         "the world can change during a pause": a.world_changes_during_pause,
     }
+    p5_failed = [_NOT[k] for k, v in p5.items() if not v]
+    p5_reasons = tuple(f"{k}: {'yes' if v else 'no'}" for k, v in p5.items())
     if all(p5.values()):
         spine = "P5 shared state machine (" + "; ".join(p5) + ")"
-        reasons["spine"] = tuple(f"{k}: yes" for k in p5)
+        reasons["spine"] = p5_reasons
     elif a.log_is_the_truth:
-        spine = "P3 event log (the log must be the truth: replay and branching matter)"
-        reasons["spine"] = (
-            *(f"{k}: {'yes' if v else 'no'}" for k, v in p5.items()),
-            "the log must be the truth: yes",
-        )
+        spine = "P3 event log (" + "; ".join([_LOG_IS_TRUTH, *p5_failed]) + ")"
+        reasons["spine"] = (*p5_reasons, "the log must be the truth: yes")
     else:
-        spine = "none (short and reconstructible from its input)"
-        reasons["spine"] = tuple(f"{k}: {'yes' if v else 'no'}" for k, v in p5.items())
+        spine = "none (" + "; ".join([*p5_failed, "the log need not be the truth"]) + ")"
+        reasons["spine"] = (*p5_reasons, "the log must be the truth: no")
+        if runtime == "long-horizon":
+            reasons["spine"] += (
+                "caution: a long-horizon run with no spine has nothing durable to hold its "
+                "state across a pause",
+            )
 
     # 3. coordination
     coordination = []
@@ -155,10 +170,8 @@ def decide(a: AdrAnswers) -> Adr:
         why.extend(human)
     reasons["control"] = tuple(why) or ("no side effects",)
 
-    # 5. build sequence
-    steps = []
-    if spine.startswith(("P5", "P3")):
-        steps.append("state schema and console")
+    # 5. build sequence: state first even without a spine (a session has a state schema too)
+    steps = ["state schema and console"]
     if a.side_effects:
         steps.append("gate and audit")
     if coordination:

@@ -37,6 +37,7 @@ __all__ = [
 
 Pattern = Literal["boundary", "P1", "P2", "P3", "P4", "P5", "P6"]
 _ENDINGS = ("committed", "escalated", "failed")
+_REVIEW = "review:"  # ids and run ids of the re-derivation review queue (method._replay)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +46,7 @@ class Thresholds:
 
     max_examples: int = 5
     stale_writes_per_row: int = 3
-    timer_noops: int = 3
+    timer_noops: int = 1
     min_read_s: float = 10.0
     rubber_stamp_min: int = 3
     rubber_stamp_share: float = 0.5
@@ -298,7 +299,7 @@ def _subagent_not_merged(rec: Recorded, t: Thresholds) -> Finding | None:
 
 def _scattered_commitment(rec: Recorded, t: Thresholds) -> Finding | None:
     horizon = rec.horizon
-    bad: list[str] = []
+    bad: dict[str, list[str]] = defaultdict(list)  # saga id (= row id = stream) → evidence
     for r in rec.rows:
         if r.kind != "saga":
             continue
@@ -306,7 +307,7 @@ def _scattered_commitment(rec: Recorded, t: Thresholds) -> Finding | None:
             horizon is not None and horizon - r.updated_at >= t.saga_stuck_after
         )
         if r.state == "compensation_failed" or stuck:
-            bad.append(f"saga row {r.id} in {r.state} since {r.updated_at.isoformat()}")
+            bad[r.id].append(f"saga row {r.id} in {r.state} since {r.updated_at.isoformat()}")
     for stream, events in rec.streams("saga:").items():
         if not any(e.type == "step_failed" for e in events):
             continue
@@ -314,14 +315,14 @@ def _scattered_commitment(rec: Recorded, t: Thresholds) -> Finding | None:
         undone = {_dict(e.payload).get("step") for e in events if e.type == "compensation_done"}
         left = sorted(str(s) for s in done - undone)
         if left:
-            bad.append(f"{stream}: step(s) {', '.join(left)} done, never compensated")
+            bad[stream].append(f"{stream}: step(s) {', '.join(left)} done, never compensated")
     if not bad:
         return None
     return _finding(
         "p2.scattered_commitment",
         f"{len(bad)} saga(s) left part-committed (stuck, compensation failed or not fired)",
         len(bad),
-        bad,
+        (x for evidence in bad.values() for x in evidence),
         t,
     )
 
@@ -329,7 +330,18 @@ def _scattered_commitment(rec: Recorded, t: Thresholds) -> Finding | None:
 # --- P3 ----------------------------------------------------------------------------------
 
 
-def _replay_divergence(rec: Recorded, t: Thresholds) -> Finding | None:
+def _is_review(a: Approval) -> bool:
+    """A re-derivation review item (``seamline replay rederive``), not an escalated run."""
+    return a.id.startswith(_REVIEW) or (a.run_id or "").startswith(_REVIEW)
+
+
+def _top_run(run_id: str) -> str:
+    """The job a run belongs to: ``job/child`` → ``job``."""
+    return run_id.split("/", 1)[0]
+
+
+def _cross_run_divergence(rec: Recorded) -> tuple[int, int, list[str]]:
+    """Inputs run under more than one run id whose runs decided differently."""
     by_input: dict[tuple[str, str], dict[str, tuple[str, str]]] = defaultdict(dict)
     labels: dict[tuple[str, str], set[str]] = defaultdict(set)
     for stream, events in rec.streams("sdb:").items():
@@ -346,17 +358,61 @@ def _replay_divergence(rec: Recorded, t: Thresholds) -> Finding | None:
                 labels[(name, split[1])].add(f"{e.model_version}/{e.prompt_hash}")
     compared = {k: v for k, v in by_input.items() if len(v) > 1}
     diverged = sorted(k for k, v in compared.items() if len(set(v.values())) > 1)
-    if not compared or len(diverged) / len(compared) <= t.replay_divergence:
+    examples = [f"{n} input {i}: model/prompt {sorted(labels[(n, i)])}" for n, i in diverged]
+    return len(diverged), len(compared), examples
+
+
+def _review_divergence(rec: Recorded) -> list[tuple[str, int, int, list[str]]]:
+    """Per re-derivation (review run): changed decisions held for review, out of the recorded
+    instances of the same boundaries and job."""
+    boundary_of = {key: name for name, key in map(_boundary_key, rec.streams("sdb:"))}
+    runs: dict[str, list[Approval]] = defaultdict(list)
+    for a in rec.approvals:
+        if _is_review(a) and a.kind == "escalation":
+            runs[a.run_id or a.id].append(a)
+    out: list[tuple[str, int, int, list[str]]] = []
+    for review_run, items in sorted(runs.items()):
+        requests = [_dict(a.request) for a in items]
+        names = {boundary_of.get(str(r.get("key"))) for r in requests} - {None}
+        jobs = {_top_run(str(r.get("run_id", ""))) for r in requests}
+        compared = sum(
+            1
+            for key, name in boundary_of.items()
+            if name in names and any(key.startswith((f"{j}/", f"{j}:")) for j in jobs)
+        )
+        pending = sum(a.status == "pending" for a in items)
+        examples = [
+            f"{a.id} ({a.status}): " + "; ".join(str(d) for d in r.get("diff") or [])
+            for a, r in zip(items, requests, strict=True)
+        ]
+        label = f"{review_run} ({pending} pending)"
+        out.append((label, len(items), max(compared, len(items)), examples))
+    return out
+
+
+def _replay_divergence(rec: Recorded, t: Thresholds) -> Finding | None:
+    parts: list[str] = []
+    examples: list[str] = []
+    count = 0
+    diverged, compared, cross = _cross_run_divergence(rec)
+    if compared and diverged / compared > t.replay_divergence:
+        parts.append(
+            f"{diverged} of {compared} inputs run more than once decided differently "
+            f"({diverged / compared:.0%} > {t.replay_divergence:.0%})"
+        )
+        examples += cross
+        count += diverged
+    for label, changed, instances, held in _review_divergence(rec):
+        if changed / instances > t.replay_divergence:
+            parts.append(
+                f"re-derivation {label}: {changed} of {instances} decisions changed "
+                f"({changed / instances:.0%} > {t.replay_divergence:.0%}), held for review"
+            )
+            examples += held
+            count += changed
+    if not parts:
         return None
-    rate = len(diverged) / len(compared)
-    return _finding(
-        "p3.replay_divergence",
-        f"{len(diverged)} of {len(compared)} inputs run more than once decided differently "
-        f"({rate:.0%} > {t.replay_divergence:.0%})",
-        len(diverged),
-        (f"{n} input {i}: model/prompt {sorted(labels[(n, i)])}" for n, i in diverged),
-        t,
-    )
+    return _finding("p3.replay_divergence", "; ".join(parts), count, examples, t)
 
 
 # --- P4 ----------------------------------------------------------------------------------
@@ -435,24 +491,64 @@ def _stale_write_storm(rec: Recorded, t: Thresholds) -> Finding | None:
     )
 
 
+def _unexplained_noop(noop: Event, moves: Mapping[tuple[str, int], Event]) -> str | None:
+    """Why a timer no-op is not the harmless kind, or None when a recorded transition moved
+    the row out of the version and state the timer was set for (a timeout beaten by an
+    answer, a person's move): the normal life of a long-horizon row."""
+    p = _dict(noop.payload)
+    version, state = p.get("scheduled_at_version"), str(p.get("timer", "")).removeprefix("step:")
+    if not isinstance(version, int):
+        return "no scheduled version recorded"
+    move = moves.get((noop.stream, version + 1))
+    if move is None:
+        return f"v{version} left with no recorded transition (row at v{p.get('row_version')})"
+    left = _dict(move.payload).get("from")
+    if left != state:
+        return f"timer for {state} at v{version}, but the row was in {left}"
+    row = noop.stream.split(":", 2)[2]
+    cause = move.causation_id or ""
+    if cause != noop.causation_id and cause.startswith(f"{row}:v{version}:{state}:"):
+        return f"a second timer for {state} at v{version} ({cause}) moved the row"
+    return None
+
+
 def _timer_on_moved_row(rec: Recorded, t: Thresholds) -> Finding | None:
-    noops = [e for e in rec.events if e.type == "timer_noop" and e.stream.startswith("wf:")]
-    if len(noops) < t.timer_noops:
+    moves: dict[tuple[str, int], Event] = {}
+    first: dict[str, int] = {}
+    noops: list[Event] = []
+    for e in rec.events:
+        if not e.stream.startswith("wf:"):
+            continue
+        first.setdefault(e.stream, e.stream_seq)
+        version = _dict(e.payload).get("version")
+        if e.type == "transitioned" and isinstance(version, int):
+            moves[(e.stream, version)] = e
+        elif e.type == "timer_noop":
+            noops.append(e)
+    # A stream read from the middle (``since``) may have lost the move that explains a no-op.
+    judged = [e for e in noops if first[e.stream] == 1]
+    bad = [(e, why) for e in judged if (why := _unexplained_noop(e, moves)) is not None]
+    if len(bad) < t.timer_noops:
         return None
-    kinds = Counter(e.stream.split(":", 2)[1] for e in noops)
+    kinds = Counter(e.stream.split(":", 2)[1] for e, _ in bad)
     return _finding(
         "p5.timer_on_moved_row",
-        f"{len(noops)} timer(s) fired on rows that had moved (threshold {t.timer_noops}); "
+        f"{len(bad)} timer(s) fired on rows moved without a recorded transition or by a second "
+        f"timer ({len(judged) - len(bad)} other no-op(s) superseded by recorded moves); "
         + ", ".join(f"{k}: {n}" for k, n in sorted(kinds.items())),
-        len(noops),
-        (_where(e) for e in noops),
+        len(bad),
+        (f"{_where(e)}: {why}" for e, why in bad),
         t,
     )
 
 
 def _dead_letter_pileup(rec: Recorded, t: Thresholds) -> Finding | None:
     dead = [e for e in rec.events if e.type == "dead_lettered"]
-    pending = [a for a in rec.approvals if a.kind == "escalation" and a.status == "pending"]
+    pending = [
+        a
+        for a in rec.approvals
+        if a.kind == "escalation" and a.status == "pending" and not _is_review(a)
+    ]
     if len(dead) < t.dead_letters and len(pending) < t.pending_escalations:
         return None
     return _finding(
@@ -496,10 +592,16 @@ def _approval_timeouts(rec: Recorded, t: Thresholds) -> Finding | None:
     decided = [a for a in rec.approvals if a.kind == "approval" and a.status != "pending"]
     expired = [a for a in decided if a.status == "expired"]
     horizon = rec.horizon
+    # Approvals only, as in the share: an escalation is a run parked for a person, not a
+    # gate's yes/no, and pending escalations are p5.dead_letter_pileup's.
     overdue = [
         a
         for a in rec.approvals
-        if a.status == "pending" and a.due_at is not None and horizon and a.due_at < horizon
+        if a.kind == "approval"
+        and a.status == "pending"
+        and a.due_at is not None
+        and horizon is not None
+        and a.due_at < horizon
     ]
     share = len(expired) / len(decided) if decided else 0.0
     high = len(decided) >= t.expiry_min_decided and share > t.expiry_share
@@ -507,8 +609,8 @@ def _approval_timeouts(rec: Recorded, t: Thresholds) -> Finding | None:
         return None
     return _finding(
         "p6.approval_timeouts",
-        f"{len(expired)} of {len(decided)} approvals expired ({share:.0%}); "
-        f"{len(overdue)} pending past their SLA",
+        f"{len(expired)} of {len(decided)} decided approvals expired ({share:.0%}); "
+        f"{len(overdue)} approval(s) pending past their SLA",
         len(expired) + len(overdue),
         [f"{a.id} expired" for a in expired] + [f"{a.id} overdue" for a in overdue],
         t,
@@ -626,11 +728,12 @@ CATALOG: tuple[Signature, ...] = (
         "P3",
         "Replay divergence above threshold",
         "Running the same inputs again (new model or prompt) decides differently.",
-        "Boundary instances with default keys are grouped by (boundary, input key) across "
-        "runs; an input diverges when its runs end differently or accept different "
-        "candidates. Fires when diverged/compared exceeds `replay_divergence`; evidence lists "
-        "the model versions and prompt hashes seen. With no input run twice, nothing is "
-        "compared.",
+        "Two sources, each firing above `replay_divergence`. The re-derivation review queue: "
+        "per review run, the `review:*` escalations `seamline replay rederive` opened (one per "
+        "changed decision) over the recorded instances of the same boundary and job. And "
+        "inputs run under more than one run id (default keys, grouped by boundary and input "
+        "key): an input diverges when its runs end differently or accept different "
+        "candidates; evidence lists the model versions and prompt hashes seen.",
         "A model or prompt change moved decisions; or the input alone does not determine the "
         "decision (hidden state in the prompt).",
         "Re-derivation compares decisions; history must not be overwritten by the new run.",
@@ -698,14 +801,20 @@ CATALOG: tuple[Signature, ...] = (
         "P5",
         "Timers firing on moved rows",
         "Scheduled steps are skipped; work happens late or not at all.",
-        "Count `timer_noop` events per workflow kind; fires at `timer_noops` or more.",
-        "Timers scheduled for a version the row left (a move that did not cancel them, or two "
-        "schedules for one state).",
-        "Timers are tied to a row version so stale ones are harmless, but each is lost work.",
+        "A `timer_noop` is normal when the row's stream records the transition out of the "
+        "version and state the timer was set for (a timeout beaten by an answer, a person's "
+        "move). Fires at `timer_noops` or more of the others: the version moved with no "
+        "recorded transition, the timer named a state the row was not in, or a second timer "
+        "for the same state and version moved the row.",
+        "A write that bypassed the state machine (a manual fix to the row, a stale writer), "
+        "or two schedules for one state entry.",
+        "Timers are tied to a row version so stale ones are harmless, but a move the machine "
+        "did not record is one its timers and console cannot account for.",
         (
-            "Cancel a state's timers in the unit that leaves the state",
-            "Schedule one timer per state entry",
-            "Inspect the listed rows' streams for moves from outside the runner",
+            "Inspect the listed rows' streams for the write that moved them outside the runner",
+            "Route every move of a workflow row through `Workflow.move` (recorded, and it "
+            "schedules the next step)",
+            "Schedule one timer per state entry (one timer id per row version and state)",
         ),
         _timer_on_moved_row,
     ),
@@ -715,7 +824,8 @@ CATALOG: tuple[Signature, ...] = (
         "Dead-lettered or escalated steps piling up",
         "Instances stop without ending; the human queue grows.",
         "Any `dead_lettered` event (at least `dead_letters`), or at least "
-        "`pending_escalations` escalations still pending.",
+        "`pending_escalations` escalations still pending (re-derivation review items, "
+        "`review:*`, are not escalated runs and are read by `p3.replay_divergence`).",
         "A step fails for good (bad data, broken dependency) and its policy parks it; or no "
         "one works the escalation queue.",
         "Dead letters and escalations are safe stops, not progress.",
@@ -749,8 +859,10 @@ CATALOG: tuple[Signature, ...] = (
         "Approval timeouts",
         "Requests expire into their fallback instead of being decided.",
         "Share of decided approvals (kind `approval`) that `expired`, firing above "
-        "`expiry_share` with at least `expiry_min_decided`; or any pending request past its "
-        "SLA at the latest recorded instant.",
+        "`expiry_share` with at least `expiry_min_decided`; or any approval still pending "
+        "past its SLA at the latest recorded instant. Escalations count in neither part: they "
+        "are runs parked for a person, not a gate's yes/no (pending ones are "
+        "`p5.dead_letter_pileup`'s).",
         "SLA too short, queue not staffed, or notifications not reaching approvers.",
         "On timeout the declared fallback acts; frequent fallbacks mean the gate is not used.",
         (

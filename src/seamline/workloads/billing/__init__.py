@@ -51,7 +51,9 @@ from seamline.workloads.billing._scanner import BillingError, CreditScanner
 ADR = "\n".join(
     (
         "1. Runtime class: autonomous",
-        "2. Spine: P3 event log (the log must be the truth: replay and branching matter)",
+        "2. Spine: P3 event log (the log must be the truth: replay and branching matter; no "
+        "long pauses or waits on the outside world; state reconstructible from the original "
+        "input; the world cannot change during a pause)",
         "3. Coordination: P2 scatter-gather + saga (compensations for partial failure)",
         "4. Control: P4 supervisor + gate before every side effect",
         "5. Build sequence: state schema and console -> gate and audit -> orchestrator and one "

@@ -50,11 +50,14 @@ from seamline.workloads.incidents._plan import (
 ADR = "\n".join(
     (
         "1. Runtime class: autonomous",
-        "2. Spine: none (short and reconstructible from its input)",
-        "3. Coordination: P1 hierarchical delegation (single owner, deterministic merge) + "
-        "P2 scatter-gather + saga (compensations for partial failure)",
+        "2. Spine: none (no long pauses or waits on the outside world; state reconstructible "
+        "from the original input; the world cannot change during a pause; the log need not be "
+        "the truth)",
+        "3. Coordination: P1 hierarchical delegation (single owner, deterministic merge) + P2 "
+        "scatter-gather + saga (compensations for partial failure)",
         "4. Control: P4 supervisor + gate before every side effect",
-        "5. Build sequence: gate and audit -> orchestrator and one worker -> the other workers",
+        "5. Build sequence: state schema and console -> gate and audit -> orchestrator and one "
+        "worker -> the other workers",
         "6. Date and model: 2026-11-21; sim:typical-v1",
     )
 )

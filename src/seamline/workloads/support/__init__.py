@@ -48,10 +48,13 @@ from seamline.workloads.support._simulated import PROFILE, SimulatedSupportModel
 ADR = "\n".join(
     (
         "1. Runtime class: conversational",
-        "2. Spine: none (short and reconstructible from its input)",
+        "2. Spine: none (no long pauses or waits on the outside world; state reconstructible "
+        "from the original input; the world cannot change during a pause; the log need not be "
+        "the truth)",
         "3. Coordination: P1 hierarchical delegation (single owner, deterministic merge)",
         "4. Control: P4 supervisor + gate before every side effect",
-        ("5. Build sequence: gate and audit -> orchestrator and one worker -> the other workers"),
+        "5. Build sequence: state schema and console -> gate and audit -> orchestrator and one "
+        "worker -> the other workers",
         "6. Date and model: 2026-11-21; sim:typical-v2",
     )
 )
