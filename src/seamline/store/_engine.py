@@ -372,6 +372,13 @@ class Engine:
                 self._x(conn, "DELETE FROM seamline_kills WHERE scope = ?", (op.scope,))
             case RequireAlive():
                 if op.scopes:
+                    if self.d.name == "postgresql":
+                        # Under read committed a unit that checked before a kill committed could
+                        # land after it. SHARE mode lets checking units run side by side but
+                        # makes a kill's insert wait for every unit that already checked, and
+                        # queues later checks behind the kill; the SELECT below then runs on a
+                        # fresh snapshot. So once a kill has committed, nothing it stops does.
+                        self._x(conn, "LOCK TABLE seamline_kills IN SHARE MODE")
                     marks = ", ".join("?" for _ in op.scopes)
                     found = self._x(
                         conn,
