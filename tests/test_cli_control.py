@@ -131,6 +131,23 @@ def test_non_approver_and_double_decision_are_refused(db: str, control: Path) ->
     assert code == 2 and "not pending (status: edited)" in out
 
 
+def test_deciding_without_named_approvers_is_refused(
+    db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Default deny: with no control file, or one that names no approvers, nobody may decide,
+    and the request stays pending."""
+    monkeypatch.delenv("SEAMLINE_CONTROL", raising=False)
+    args = ["approvals", "approve", "a1", "--as", "mallory", "--reason", "x", "--store", db]
+    code, out = invoke(*args)
+    assert code == 2 and "no control file" in out
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("kill_switch:\n  alice: [all]\n")
+    code, out = invoke(*args, "--config", str(empty))
+    assert code == 2 and "names no approvers" in out
+    code, out = invoke("approvals", "list", "--store", db)
+    assert code == 0 and "a1" in out
+
+
 def test_expire_applies_the_fallback(db: str) -> None:
     """Expiring overdue requests applies default deny to the one past its SLA only."""
     code, out = invoke("approvals", "expire", "--store", db)

@@ -62,11 +62,13 @@ async def _human_spans(url: str) -> list[SpanRecord]:
         await store.close()
 
 
-def test_approval_decisions_from_the_cli_are_kept_as_spans(sqlite_url: str) -> None:
+def test_approval_decisions_from_the_cli_are_kept_as_spans(sqlite_url: str, tmp_path: Path) -> None:
     """approve, reject and edit each leave one `human {decision}` span in the store, naming
     who decided what; tracing is off again when the command is done."""
     asyncio.run(_requests(sqlite_url, "a1", "a2", "a3"))
-    common = ["--as", "bob", "--store", sqlite_url]
+    control = tmp_path / "control.yaml"
+    control.write_text("approvers: [bob]\n")
+    common = ["--as", "bob", "--store", sqlite_url, "--config", str(control)]
     assert cli("approvals", "approve", "a1", "--reason", "fine", *common).exit_code == 0
     assert cli("approvals", "reject", "a2", "--reason", "too much", *common).exit_code == 0
     edited = cli("approvals", "edit", "a3", "--reason", "less", "--set", "discount=0.2", *common)

@@ -166,8 +166,17 @@ def _decide(
     config: Path | None,
     edited: dict[str, Any] | None = None,
 ) -> None:
-    control = _control(config) if config else None
-    approvers = frozenset(control.approvers) if control and control.approvers else None
+    # Who may decide comes from the control file, as for the kill switch: without one, or
+    # with no approvers in it, nobody may (default deny), never "anybody who types --as".
+    control = _control(config)
+    if not control.approvers:
+        raise fail(
+            ConfigError(
+                f"the control file {config} names no approvers; add e.g. 'approvers: "
+                f"[{principal}]' to let {principal} decide approvals"
+            )
+        )
+    approvers = frozenset(control.approvers)
 
     async def go(st: SqlStore) -> None:
         result = await decide_approval(
