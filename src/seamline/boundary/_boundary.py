@@ -54,7 +54,15 @@ from seamline.boundary._verdicts import (
     Verifier,
     VerifyContext,
 )
-from seamline.budget import Budget, CheaperModel, EscalateToHuman, PriceTable
+from seamline.budget import (
+    Budget,
+    BudgetLedger,
+    BudgetStatus,
+    CheaperModel,
+    EscalateToHuman,
+    PriceTable,
+    Reservation,
+)
 from seamline.clock import Clock, SystemClock
 from seamline.context import ContextPolicy
 from seamline.errors import ConfigError, SeamlineError
@@ -92,6 +100,26 @@ class Runtime:
     store: Store
     clock: Clock = field(default_factory=SystemClock)
     prices: PriceTable = field(default_factory=PriceTable)
+    _ledgers: dict[str, BudgetLedger] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+
+    def ledger(self, budget: Budget) -> BudgetLedger:
+        """The one ledger per budget this runtime's boundaries share: it serialises their
+        reservations in this process, so only other processes cause CAS retries."""
+        found = self._ledgers.get(budget.run_id)
+        if found is None or found.budget != budget:
+            found = BudgetLedger(self.store, budget, clock=self.clock, prices=self.prices)
+            self._ledgers[budget.run_id] = found
+        return found
+
+
+class _BudgetRefused(Exception):
+    """A reservation was refused: another caller spent the rest between gate and call."""
+
+    def __init__(self, status: BudgetStatus) -> None:
+        super().__init__(status.level)
+        self.status = status
 
 
 def _clean(text: str, limit: int = 1024 * 1024) -> str:
@@ -227,14 +255,13 @@ class _Run(Generic[I, C]):
     ) -> None:
         self.b, self.rt, self.input, self.run_id, self.key = b, rt, input, run_id, key
         self.budget = budget
+        self.ledger = rt.ledger(budget) if budget is not None else None
         self.stream = b.stream_for(key)
         self.store = rt.store
         self.attempts: list[Attempt] = []
         self.extra_events: list[tuple[str, object, str]] = []
         self.model: Model = b.model
         self.input_id = b._input_key(input)
-        self.spent_tokens = 0
-        self.spent_cost = Decimal(0)
         self.started_at = rt.clock.now()
         self.started = time.monotonic()
 
@@ -256,7 +283,14 @@ class _Run(Generic[I, C]):
             stop = await self._budget_gate()
             if stop is not None:
                 return stop
-            attempt, candidate = await self._attempt(number, messages)
+            try:
+                attempt, candidate = await self._attempt(number, messages)
+            except _BudgetRefused as refused:
+                why = (
+                    f"budget {refused.status.level}: {refused.status.share:.0%} of the cap for "
+                    f"run {self.budget.run_id if self.budget else self.run_id} is spent or held"
+                )
+                return await self._end_failed("budget_exhausted", why, retryable=False)
             self.attempts.append(attempt)
             if candidate is not None:
                 flags = _flags(attempt.verdicts)
@@ -282,12 +316,21 @@ class _Run(Generic[I, C]):
             metadata={"boundary": self.b.name, "input": self.input_id, "attempt": str(number)},
         )
         phash = prompt_hash(request)
+        held = await self._reserve(request)
         try:
             response = await self._call_model(request, number)
         except ModelError as exc:
+            if held is not None and self.ledger is not None:
+                await self.ledger.release(held)
             failure = ModelFailure(exc.code, str(exc), exc.retryable)
             return Attempt(number, phash, None, failure), None
-        self._charge(response)
+        except BaseException:
+            if held is not None and self.ledger is not None:
+                await asyncio.shield(self.ledger.release(held))
+            raise
+        if held is not None and self.ledger is not None:
+            # Charged now, in its own unit: a crash before the boundary ends still counts it.
+            await self.ledger.charge(held, response)
         parsed = self.b._parser.parse(response)
         if isinstance(parsed, Reject):
             _verdict_span(parsed, number)
@@ -361,17 +404,20 @@ class _Run(Generic[I, C]):
                 break
         return verdicts
 
-    def _charge(self, response: ModelResponse) -> None:
-        self.spent_tokens += response.usage.total_tokens
-        self.spent_cost += self.rt.prices.cost(self.model.name, response.usage)
+    async def _reserve(self, request: ModelRequest) -> Reservation | None:
+        if self.ledger is None or self.budget is None:
+            return None
+        held = await self.ledger.reserve(
+            model=self.model.name, estimate=self.budget.estimate(request), run_id=self.run_id
+        )
+        if isinstance(held, BudgetStatus):
+            raise _BudgetRefused(held)
+        return held
 
     async def _budget_gate(self) -> BoundaryResult | None:
-        if self.budget is None:
+        if self.ledger is None or self.budget is None:
             return None
-        totals = await self.store.usage_totals(self.budget.run_id, include_children=True)
-        status = self.budget.check(
-            totals.total_tokens + self.spent_tokens, totals.cost + self.spent_cost
-        )
+        status = await self.ledger.status()
         if status.level == "ok":
             return None
         await self._once(
@@ -470,14 +516,15 @@ class _Run(Generic[I, C]):
                     prompt_hash=a.prompt_hash,
                     idempotency_key=f"{self.key}:proposed:{a.number}",
                 )
-                unit.record_usage(
-                    run_id=self.run_id,
-                    model=r.model,
-                    prompt_tokens=r.usage.prompt_tokens,
-                    completion_tokens=r.usage.completion_tokens,
-                    cost=self.rt.prices.cost(r.model, r.usage),
-                    latency_ms=r.latency_ms,
-                )
+                if self.ledger is None:  # with a budget, the ledger charged it already
+                    unit.record_usage(
+                        run_id=self.run_id,
+                        model=r.model,
+                        prompt_tokens=r.usage.prompt_tokens,
+                        completion_tokens=r.usage.completion_tokens,
+                        cost=self.rt.prices.cost(r.model, r.usage),
+                        latency_ms=r.latency_ms,
+                    )
             if a.failure is not None:
                 unit.append_event(
                     self.stream,
