@@ -813,3 +813,16 @@ def test_doc_page_example_runs_and_prints_what_it_says(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     expected = [line.split("  # ", 1)[1] for line in code.splitlines() if "print(" in line]
     assert done.stdout.splitlines() == expected
+
+
+def test_a_preempted_saga_says_whether_the_kill_switch_or_a_runner_stopped_it() -> None:
+    """Workloads report ``SagaPreempted.why``: a kill names the scope, who and why, and that
+    revival resumes it; otherwise it names the versions another runner moved."""
+    from seamline.patterns import SagaPreempted
+    from seamline.store import Killed
+
+    killed = SagaPreempted("s1", 3, 3, Killed("kind:billing", "alice", "bad credits"))
+    assert "kill switch on kind:billing (alice: bad credits)" in killed.why
+    assert "revived" in killed.why
+    moved = SagaPreempted("s1", 3, 4)
+    assert "another runner" in moved.why and "version 4, expected 3" in moved.why

@@ -379,6 +379,20 @@ class SagaPreempted:
     killed: Killed | None = None
     kind: Literal["preempted"] = "preempted"
 
+    @property
+    def why(self) -> str:
+        """Why the saga stopped, for an operator: the kill switch, or another runner."""
+        if self.killed is not None:
+            k = self.killed
+            return (
+                f"saga {self.saga_id} was stopped by the kill switch on {k.scope} "
+                f"({k.killed_by}: {k.reason}); it resumes at the same step once that is revived"
+            )
+        return (
+            f"saga {self.saga_id} is held by another runner (row version "
+            f"{self.actual_version}, expected {self.expected_version})"
+        )
+
 
 SagaResult = SagaCompleted | SagaCompensated | SagaNeedsHuman | SagaPreempted
 

@@ -329,9 +329,7 @@ class CreditScanner:
             )
         else:
             raise BillingError(
-                f"saga {outcome.saga_id} is held by another runner (row version "
-                f"{outcome.actual_version}, expected {outcome.expected_version}); the event "
-                "stays unhandled and is redelivered on the next scan"
+                f"{outcome.why}; the event stays unhandled and is redelivered on the next scan"
             )
         await self._emit(a.id, event, identity)
 

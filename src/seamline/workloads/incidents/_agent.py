@@ -426,10 +426,7 @@ class IncidentAgent:
                 not_undone=result.failed_compensations,
                 escalation=result.approval_id,
             )
-        raise SeamlineError(
-            f"saga {saga_id}: another runner moved it (version {result.expected_version} -> "
-            f"{result.actual_version}); run the same incidents again to resume it"
-        )
+        raise SeamlineError(f"{result.why}; run the same incidents again to resume it")
 
     # --- the incident's record -----------------------------------------------------------------
 

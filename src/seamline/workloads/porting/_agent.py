@@ -403,7 +403,7 @@ class PortingAgent:
             return Goto("rejected", {"reason": "cutover_failed", "saga": saga_id})
         if isinstance(result, SagaNeedsHuman):
             return Goto("cutover_stuck", {"saga_escalation": result.approval_id})
-        raise RuntimeError(f"cutover saga {saga_id} is held by another runner")
+        raise RuntimeError(f"cutover {result.why}")
 
     # --- the outside parties ----------------------------------------------------------------
 
