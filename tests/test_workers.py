@@ -115,7 +115,7 @@ def test_sigterm_stops_a_worker_cleanly(pg_url: str) -> None:
     code, out = _finish(_cli("renewals", "enqueue", "--limit", "120", "--store", pg_url))
     assert code == 0, out
     w = _cli("worker", "--store", pg_url, "--owner", "t1")
-    assert w.stdout is not None and "driving job" in w.stdout.readline()
+    assert w.stdout is not None and "driving renewal job" in w.stdout.readline()
     with psycopg.connect(pg_url, autocommit=True) as conn:
         deadline = time.monotonic() + 60
         while not conn.execute(
@@ -145,8 +145,90 @@ def test_worker_refuses_unknown_kinds_and_empty_stores(tmp_path: Path) -> None:
     from seamline.cli import app
 
     result = CliRunner().invoke(
-        app, ["worker", "--kinds", "porting", "--store", f"sqlite:///{tmp_path}/w.db"]
+        app, ["worker", "--kinds", "billing", "--store", f"sqlite:///{tmp_path}/w.db"]
     )
     assert result.exit_code == 2 and "unknown kinds" in result.output
+    assert "renewal, porting" in " ".join(result.output.split())
     result = CliRunner().invoke(app, ["worker", "--store", f"sqlite:///{tmp_path}/w.db"])
     assert result.exit_code == 2 and "renewals enqueue" in " ".join(result.output.split())
+
+
+# --- porting: a second kind, and workers that wait for work ---------------------------------
+
+
+def _porting_rows(url: str) -> tuple[dict[str, str], Counter[str]]:
+    """Each porting row's state, and how many times each row entered a terminal state."""
+    from seamline.workloads.porting import KIND as PORTING
+    from seamline.workloads.porting import TERMINAL as PORTING_TERMINAL
+
+    async def read() -> tuple[dict[str, str], Counter[str]]:
+        store = open_store(url)
+        try:
+            rows = await store.list_rows(kind=PORTING, limit=10_000)
+            ended: Counter[str] = Counter()
+            for r in rows:
+                for e in await store.read_stream(f"wf:{PORTING}:{r.id}", limit=10_000):
+                    if e.type == "transitioned" and e.payload["to"] in PORTING_TERMINAL:
+                        ended[r.id] += 1
+            return {r.id: r.state for r in rows}, ended
+        finally:
+            await store.close()
+
+    return asyncio.run(read())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_two_workers_drain_an_enqueued_porting_job(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """`porting enqueue` + two `worker --kinds porting` processes racing on one store: every
+    request ends in a terminal state, each exactly once."""
+    url = (
+        request.getfixturevalue("pg_url")
+        if backend == "postgresql"
+        else f"sqlite:///{tmp_path}/porting.db"
+    )
+    code, out = _finish(_cli("porting", "enqueue", "--requests", "40", "--store", url))
+    assert code == 0, out
+    workers = [
+        _cli("worker", "--kinds", "porting", "--store", url, "--owner", f"p{i}") for i in range(2)
+    ]
+    for w in workers:
+        code, out = _finish(w)
+        assert code == 0, out
+        assert "driving porting job" in out
+    states, ended = _porting_rows(url)
+    from seamline.workloads.porting import TERMINAL as PORTING_TERMINAL
+
+    assert len(states) == 40
+    assert set(states.values()) <= set(PORTING_TERMINAL), Counter(states.values())
+    assert set(ended) == set(states) and set(ended.values()) == {1}
+
+
+@pytest.mark.slow
+def test_a_following_worker_picks_up_work_enqueued_later(tmp_path: Path) -> None:
+    """`worker --follow` on an empty store waits; a job enqueued afterwards is driven to its
+    end; SIGTERM then stops the worker cleanly."""
+    url = f"sqlite:///{tmp_path}/follow.db"
+    asyncio.run(open_store(url).close())  # the file exists and is migrated beforehand
+    w = _cli("worker", "--kinds", "porting", "--follow", "--poll", "0.2", "--store", url)
+    try:
+        time.sleep(1.0)
+        assert w.poll() is None, "a following worker does not exit when there is no work"
+        code, out = _finish(_cli("porting", "enqueue", "--requests", "15", "--store", url))
+        assert code == 0, out
+        deadline = time.monotonic() + 120
+        while True:
+            states, _ = _porting_rows(url)
+            from seamline.workloads.porting import TERMINAL as PORTING_TERMINAL
+
+            if len(states) == 15 and set(states.values()) <= set(PORTING_TERMINAL):
+                break
+            assert time.monotonic() < deadline and w.poll() is None, states
+            time.sleep(0.3)
+    finally:
+        w.send_signal(signal.SIGTERM)
+    code, out = _finish(w)
+    assert code == 0, out
+    assert "driving porting job" in out and "stopped" in out

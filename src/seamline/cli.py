@@ -18,7 +18,7 @@ from rich.table import Table
 
 from seamline._cli_common import StoreOption, command_errors, fail, progress
 from seamline._version import __version__
-from seamline.errors import ConfigError, SeamlineError
+from seamline.errors import SeamlineError
 from seamline.store import DEFAULT_STORE_URL, open_store, parse_store_url
 
 __all__ = ["app", "main"]
@@ -196,42 +196,65 @@ def demo(
 def worker(
     store: StoreOption = DEFAULT_STORE_URL,
     kinds: Annotated[
-        str, typer.Option(help="Workflow kinds to drive (comma-separated).")
+        str,
+        typer.Option(help="Workflow kinds to drive, comma-separated: renewal, porting."),
     ] = "renewal",
     owner: Annotated[str | None, typer.Option(help="This worker's name (leases carry it).")] = None,
     job: Annotated[str | None, typer.Option(help="The job, when the store holds several.")] = None,
     concurrency: Annotated[int, typer.Option(min=1, max=1000)] = 64,
+    follow: Annotated[
+        bool,
+        typer.Option(
+            "--follow", help="Keep looking for new work when idle, until SIGTERM or Ctrl-C."
+        ),
+    ] = False,
+    poll: Annotated[
+        float, typer.Option(min=0.1, help="With --follow: seconds between looks when idle.")
+    ] = 2.0,
 ) -> None:
     """Drive enqueued work; run as many of these as you like against one store.
 
-    Work is claimed with leases; a worker that dies leaves its work to the others once its
-    leases expire; SIGTERM finishes the step under way and stops.
+    Enqueue first ('seamline renewals enqueue', 'seamline porting enqueue'), then start
+    workers, here or on other machines sharing a PostgreSQL store. Work is claimed with
+    leases; a worker that dies leaves its work to the others once its leases expire; SIGTERM
+    finishes the step under way and stops. Example:
+
+      seamline worker --store postgresql://app@db/seamline --kinds renewal,porting --follow
     """
     import uuid
 
+    from seamline._workers import drive
     from seamline.telemetry import configure_tracing, shutdown_tracing_sync
-    from seamline.workloads.renewal._worker import work
 
-    unknown = {k.strip() for k in kinds.split(",")} - {"renewal"}
-    if unknown:
-        raise fail(ConfigError(f"unknown kinds {sorted(unknown)}; this worker drives: renewal"))
+    wanted = tuple(dict.fromkeys(k.strip() for k in kinds.split(",") if k.strip()))
     name = owner or f"worker-{uuid.uuid4().hex[:8]}"
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())  # finish the step, then stop
     configure_tracing(keep_spans=True)  # kept in the store the worker drives
     with command_errors():
-        report = asyncio.run(
-            work(
-                store,
-                owner=name,
-                job=job,
-                concurrency=concurrency,
-                stop=stop,
-                on_start=lambda j: _out.print(f"{name}: driving job {j}", soft_wrap=True),
+        try:
+            report = asyncio.run(
+                drive(
+                    store,
+                    kinds=wanted,
+                    owner=name,
+                    job=job,
+                    concurrency=concurrency,
+                    stop=stop,
+                    follow=follow,
+                    poll_s=poll,
+                    on_start=lambda k, j: _out.print(
+                        f"{name}: driving {k} job {j}", soft_wrap=True
+                    ),
+                )
             )
-        )
+        except KeyboardInterrupt:
+            stop.set()
+            raise
     shutdown_tracing_sync()
-    _out.print(f"{name}: {'stopped' if stop.is_set() else 'idle'} {dict(report.counts)}")
+    for kind, counts in report.counts.items():
+        _out.print(f"{name}: {kind} {dict(counts)}", soft_wrap=True)
+    _out.print(f"{name}: {'stopped' if stop.is_set() else 'idle'}")
 
 
 def _register_control() -> None:

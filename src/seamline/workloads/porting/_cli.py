@@ -61,6 +61,39 @@ def run(
         raise fail(exc) from exc
 
 
+@cli.command("enqueue")
+def enqueue(
+    store: StoreOption = DEFAULT_STORE_URL,
+    requests: Annotated[
+        int, typer.Option(min=1, max=7043, help="How many port requests (synthetic customers).")
+    ] = 200,
+    seed: SeedOption = 7,
+) -> None:
+    """Create a batch of port requests for `seamline worker --kinds porting` processes to
+    drive (any number of them, sharing the store). Enqueuing the same batch twice creates
+    nothing new."""
+    from seamline.clock import VirtualClock
+    from seamline.workloads.porting._job import enqueue_porting
+
+    async def go() -> str:
+        clock = VirtualClock(PORTING_START)
+        st = open_store(store, clock=clock)
+        try:
+            return await enqueue_porting(st, requests=requests, seed=seed, clock=clock)
+        finally:
+            await st.close()
+
+    try:
+        job = asyncio.run(go())
+    except SeamlineError as exc:
+        raise fail(exc) from exc
+    _out.print(
+        f"job {job}: {requests:,} port requests enqueued in {parse_store_url(store).display}; "
+        "start workers with 'seamline worker --kinds porting --store URL'",
+        soft_wrap=True,
+    )
+
+
 def _run(store_url: str, requests: int, seed: int, profile: str) -> None:
     from seamline.clock import VirtualClock
     from seamline.workloads.porting._intake import SimulatedPortingModel

@@ -14,8 +14,10 @@ compare-and-swap — but which of two racing messages wins would then vary.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import math
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -26,6 +28,7 @@ from typing import Any
 
 from seamline.boundary import Runtime
 from seamline.clock import VirtualClock
+from seamline.errors import ConfigError
 from seamline.models import Model
 from seamline.patterns import Runner
 from seamline.store import Duplicate, Store, UnitOfWork
@@ -40,7 +43,17 @@ from seamline.workloads.porting._machine import (
 from seamline.workloads.porting._world import SimulatedWorld, World
 from seamline.workloads.renewal import Customer, synthetic_cohort
 
-__all__ = ["PortingSummary", "job_id", "run_porting", "summarise"]
+__all__ = [
+    "JOB_KIND",
+    "PortingSummary",
+    "drive_porting",
+    "enqueue_porting",
+    "job_id",
+    "porting_jobs",
+    "porting_runner",
+    "run_porting",
+    "summarise",
+]
 
 
 def job_id(customers: Sequence[Customer], seed: int, world: SimulatedWorld) -> str:
@@ -131,6 +144,42 @@ class PortingSummary:
         }
 
 
+JOB_KIND = "porting-job"
+"""The kind of a job's own row (``<job>:job``): how workers rebuild it (seed, requests)."""
+
+
+def _agent(
+    store: Store,
+    customers: Sequence[Customer],
+    *,
+    seed: int,
+    clock: VirtualClock,
+    model: Model | None,
+    world: SimulatedWorld,
+    on_terminal: Callable[[str], None] = lambda _: None,
+) -> PortingAgent:
+    model = model or SimulatedPortingModel("typical-v1", seed=seed, clock=clock)
+    job = job_id(customers, seed, world)
+    return PortingAgent(
+        store, Runtime(store, clock), model, World(world, seed), job, on_terminal=on_terminal
+    )
+
+
+def porting_runner(
+    store: Store, agent: PortingAgent, *, clock: VirtualClock, owner: str, concurrency: int = 1
+) -> Runner:
+    """The runner that drives a job's requests and inbox (see the module note on ordering)."""
+    return Runner(
+        store,
+        [agent.workflow, agent.inbox],
+        clock=clock,
+        owner=owner,
+        batch=500,
+        concurrency=concurrency,
+        tick=timedelta(hours=1),
+    )
+
+
 async def run_porting(
     store: Store,
     *,
@@ -154,43 +203,101 @@ async def run_porting(
         synthetic_cohort(requests, seed=seed) if isinstance(requests, int) else tuple(requests)
     )
     world = world or SimulatedWorld()
-    job = job_id(customers, seed, world)
     pending = await store.next_timer_due()
     if pending is not None:
         clock.advance_to(pending)  # resuming: virtual time continues where it stopped
-    model = model or SimulatedPortingModel("typical-v1", seed=seed, clock=clock)
     total = len(customers)
-    done = [await _count_terminal(store, job)]
+    done = [0]
 
     def terminal(_: str) -> None:
         done[0] = min(total, done[0] + 1)
         if on_progress is not None:
             on_progress(done[0], total)
 
-    agent = PortingAgent(
-        store, Runtime(store, clock), model, World(world, seed), job, on_terminal=terminal
+    agent = _agent(
+        store, customers, seed=seed, clock=clock, model=model, world=world, on_terminal=terminal
     )
+    job = agent.job
+    done[0] = await _count_terminal(store, job)
     begin = clock.now()
     await _create(store, agent, customers, begin)
     if on_progress is not None:
         on_progress(done[0], total)
-    runner = Runner(
-        store,
-        [agent.workflow, agent.inbox],
-        clock=clock,
-        owner=f"{job}-runner",
-        batch=500,
-        concurrency=1,
-        tick=timedelta(hours=1),
-    )
-    report = await runner.run_until_idle()
-    summary = await summarise(store, job, total, model.name)
+    report = await porting_runner(store, agent, clock=clock, owner=f"{job}-runner").run_until_idle()
+    summary = await summarise(store, job, total, agent.model.name)
     summary.throttled = report.counts["throttled"]
     summary.wall_seconds = time.perf_counter() - started
     summary.virtual_days = (clock.now() - begin).total_seconds() / 86400
     if on_progress is not None:
         on_progress(summary.finished, total)
     return summary
+
+
+async def enqueue_porting(store: Store, *, requests: int, seed: int, clock: VirtualClock) -> str:
+    """Create a job's requests (rows and their first timers) and its job row without running
+    anything, for ``seamline worker --kinds porting``. Idempotent: enqueuing twice creates
+    nothing new."""
+    customers = synthetic_cohort(requests, seed=seed)
+    agent = _agent(store, customers, seed=seed, clock=clock, model=None, world=SimulatedWorld())
+    await _create(store, agent, customers, clock.now())
+    await store.apply(
+        UnitOfWork().create_row(
+            f"{agent.job}:job",
+            kind=JOB_KIND,
+            state="enqueued",
+            data={"seed": seed, "requests": requests, "start": clock.now().isoformat()},
+        )
+    )  # a Duplicate when enqueued before: the job row is the same
+    return agent.job
+
+
+async def porting_jobs(store: Store) -> list[tuple[str, dict[str, Any]]]:
+    """The enqueued porting jobs in ``store``: (job id, its config)."""
+    return [
+        (r.id.removesuffix(":job"), dict(r.data or {}))
+        for r in await store.list_rows(kind=JOB_KIND, limit=1000)
+    ]
+
+
+async def drive_porting(
+    store: Store,
+    job: str,
+    config: dict[str, Any],
+    *,
+    clock: VirtualClock,
+    owner: str,
+    stop: threading.Event | None = None,
+) -> dict[str, int]:
+    """Drive one enqueued porting job until nothing is due for this worker, or until ``stop``
+    is set (the step under way finishes first); another worker on the same store shares the
+    work through the timers' leases."""
+    customers = synthetic_cohort(int(config["requests"]), seed=int(config["seed"]))
+    agent = _agent(
+        store,
+        customers,
+        seed=int(config["seed"]),
+        clock=clock,
+        model=None,
+        world=SimulatedWorld(),
+    )
+    if agent.job != job:
+        raise ConfigError(f"porting job {job} does not rebuild from its config {config}")
+    runner = porting_runner(store, agent, clock=clock, owner=owner)
+
+    if stop is None:
+        return dict((await runner.run_until_idle()).counts)
+
+    async def watch(stop: threading.Event) -> None:
+        while not stop.is_set():  # noqa: ASYNC110 - set by a signal handler
+            await asyncio.sleep(0.05)
+        runner.stop()
+
+    watcher = asyncio.create_task(watch(stop))
+    try:
+        report = await runner.run_until_idle()
+    finally:
+        watcher.cancel()
+    return dict(report.counts)
 
 
 async def _create(
