@@ -198,6 +198,10 @@ _COMMIT = (
 )
 _BUMP = "UPDATE seamline_counters SET value = value + ? WHERE name = 'event_seq' RETURNING value"
 _HEAD = "SELECT MAX(stream_seq) FROM seamline_events WHERE stream = ?"
+_ALIVE = (
+    "SELECT scope, killed_by, reason FROM seamline_kills WHERE scope IN (?, ?, ?) "
+    "ORDER BY scope LIMIT 1"
+)
 _EVENT = (
     "INSERT INTO seamline_events (seq, stream, stream_seq, type, payload, model_version, "
     "prompt_hash, causation_id, idempotency_key, recorded_at) "
@@ -222,9 +226,12 @@ def _stamp() -> str:
 class Floor:
     """A plain loop over one connection: each call is a read and one write transaction."""
 
-    def __init__(self, conn: Any, *, begin: str, placeholder: str) -> None:
+    def __init__(self, conn: Any, *, begin: str, placeholder: str, lock: str | None = None) -> None:
         self._conn = conn
         self._begin = begin
+        # The kill-switch check the boundary's commit makes first (on PostgreSQL after a SHARE
+        # lock on the kills table, so a kill waits for commits that already checked).
+        self._lock = lock
 
         def sql(text: str) -> str:
             return text.replace("?", placeholder)
@@ -232,6 +239,7 @@ class Floor:
         self._read, self._usage, self._audit = sql(_READ_STREAM), sql(_USAGE), sql(_AUDIT)
         self._row, self._commit, self._bump = sql(_ROW), sql(_COMMIT), sql(_BUMP)
         self._head, self._event = sql(_HEAD), sql(_EVENT)
+        self._alive = sql(_ALIVE)
         # What the model is asked includes the output schema; a hand-written loop would
         # serialise it once, not per call.
         self._schema_text = _json(SCHEMA)
@@ -287,6 +295,10 @@ class Floor:
         stamp = _stamp()
         c.execute(self._begin)
         try:
+            if self._lock is not None:
+                c.execute(self._lock)
+            if c.execute(self._alive, ("all", f"kind:{NAME}", f"run:{run_id}")).fetchone():
+                raise BenchError(f"floor: a kill-switch scope of {run_id} is stopped")
             usage = (run_id, MODEL, prompt_tokens, completion_tokens, cost_micros, 0.0, stamp)
             c.execute(self._usage, usage)
             reason = "all 3 verifiers accepted"
@@ -341,15 +353,15 @@ class NoConnection:
     def execute(self, sql: str, params: Sequence[Any] = ()) -> NoConnection:
         if "RETURNING" in sql:  # the event counter, bumped by params[0]
             self._rows = [(params[0],)]
-        else:  # the instance's stream is empty, so is its head
-            self._rows = [] if sql.startswith("SELECT seq") else [(None,)]
+        else:  # the stream is empty, so is its head; no kill-switch scope is stopped
+            self._rows = [] if sql.startswith(("SELECT seq", "SELECT scope")) else [(None,)]
         return self
 
     def fetchall(self) -> list[tuple[Any, ...]]:
         return self._rows
 
-    def fetchone(self) -> tuple[Any, ...]:
-        return self._rows[0]
+    def fetchone(self) -> tuple[Any, ...] | None:
+        return self._rows[0] if self._rows else None
 
     def close(self) -> None:
         pass
@@ -414,7 +426,9 @@ async def postgres_twin(base: str) -> AsyncIterator[Twin]:
         floor_url = _schema_url(base, floor_schema)
         await open_store(floor_url).close()
         conn = psycopg.connect(floor_url, autocommit=True)  # explicit BEGIN, as the store
-        floor = Floor(conn, begin="BEGIN", placeholder="%s")
+        floor = Floor(
+            conn, begin="BEGIN", placeholder="%s", lock="LOCK TABLE seamline_kills IN SHARE MODE"
+        )
         store_url = _schema_url(base, store_schema)
         store = open_store(store_url, pool_size=PG_POOL_SIZE)
 
