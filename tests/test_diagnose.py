@@ -221,7 +221,7 @@ async def seed_rubber_stamps(store: SqlStore, clock: VirtualClock) -> None:
 
 
 async def seed_timeouts(store: SqlStore, clock: VirtualClock) -> None:
-    for n in range(4):
+    for n in range(10):
         due = clock.now() + timedelta(hours=1)
         unit = UnitOfWork().open_approval(
             kind="approval",
@@ -233,7 +233,7 @@ async def seed_timeouts(store: SqlStore, clock: VirtualClock) -> None:
         )
         await _apply(store, unit)
     clock.advance(timedelta(hours=2))
-    for n in range(4):
+    for n in range(10):
         await _apply(
             store, UnitOfWork().decide_approval(f"to-{n}", status="expired", decided_by="sla")
         )
@@ -546,3 +546,13 @@ async def test_docs_python_example_runs(
     finally:
         await store.close()
     assert "No failure signatures found." in capsys.readouterr().out
+
+
+def test_approval_expiry_fires_on_a_credible_share_not_a_small_sample() -> None:
+    """The expired share must be above the line with 95% confidence: 4 of 7 is within the
+    noise of a 20% rate, 14 of 17 is not."""
+    from seamline.method._diagnose_rules import wilson_lower
+
+    assert wilson_lower(4, 7) < 0.5 < wilson_lower(14, 17)
+    assert wilson_lower(0, 0) == 0.0
+    assert wilson_lower(10, 10) < 1.0 and wilson_lower(0, 10) == pytest.approx(0.0, abs=1e-12)

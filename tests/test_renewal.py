@@ -1,18 +1,13 @@
 """The 90-day renewal agent end to end: a small cohort through the whole window, the
-hallucinated discount, injected instructions, end of life and a policy bump mid-flight,
-approval timeouts, determinism, and kill-and-resume with a real process."""
+hallucinated discount, injected instructions, the world's changes mid-flight (policy bump, end
+of life, price change), approval timeouts and determinism. Kill-and-resume is in
+test_renewal_resume.py; the world's changes in detail in test_renewal_world.py."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
-import random
 import re
-import sqlite3
-import subprocess
-import sys
-from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -30,13 +25,10 @@ from seamline.workloads.renewal import (
     TERMINAL,
     RenewalSummary,
     run_renewals,
-    summarise,
     synthetic_cohort,
 )
 from seamline.workloads.renewal._agent import support_notes
-from seamline.workloads.renewal._job import job_id
 from seamline.workloads.renewal._offer import RenewalBehaviour
-from tests._kill import kill_at_progress_sync
 
 ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
@@ -124,7 +116,7 @@ def test_every_contract_reaches_a_terminal_state(finished: tuple[str, RenewalSum
     """Every customer ends renewed, renewed with offer, restructured, churned or expired,
     exactly at day 0 of its own window."""
     _, s = finished
-    assert s.finished == len(COHORT)
+    assert s.finished == len(COHORT) and not s.unfinished
     assert set(s.outcomes) <= set(TERMINAL)
     assert set(s.terminal_days) == {90}
     assert sum(sum(c.values()) for c in s.by_contract.values()) == len(COHORT)
@@ -133,8 +125,9 @@ def test_every_contract_reaches_a_terminal_state(finished: tuple[str, RenewalSum
 def test_each_offer_is_sent_once_and_within_the_policy_in_force(
     finished: tuple[str, RenewalSummary],
 ) -> None:
-    """One outbox commit per sent offer, each within the cap of the policy version it was
-    sent under (recorded on the commit)."""
+    """One outbox commit per sent offer; the discount it really gives at the list price in
+    force when sent is within the cap of the policy version it was sent under, and both the
+    version and the list price are recorded on the commit."""
     url, s = finished
     customers = {c.customer_id: c for c in COHORT}
 
@@ -147,6 +140,9 @@ def test_each_offer_is_sent_once_and_within_the_policy_in_force(
             assert Decimal(e.payload["discount"]) <= CAPS[(e.payload["policy"], tenant)]
             commit = await store.get_commit(f"{s.job}:{e.payload['customer']}:outreach")
             assert commit is not None and commit.result["policy"] == e.payload["policy"]
+            assert commit.result["list_price"] == e.payload["list_price"]
+            price = Decimal(commit.result["offer"]["monthly_price"])
+            assert price >= Decimal(e.payload["list_price"]) * Decimal("0.60")
 
     run(url, check)
 
@@ -154,29 +150,25 @@ def test_each_offer_is_sent_once_and_within_the_policy_in_force(
 def test_policy_bump_and_end_of_life_reverify_offers_in_flight(
     finished: tuple[str, RenewalSummary],
 ) -> None:
-    """Offers made before the policy bump or the DSL end of life are re-verified when sent:
-    some go back to the model, and no DSL offer is sent after its end of life."""
+    """The world publishes its three changes on the job's catalog stream; offers made before
+    them are re-verified and some go back to the model; no DSL offer is ever sent, since its
+    end of life takes effect for every contract before its day -30."""
     url, s = finished
     assert s.reassessed > 0
+    assert {"plan_end_of_life", "discount.hard_cap"} <= set(s.reassess_reasons)
 
     async def check(store: SqlStore) -> None:
-        wf = await events(store, f"wf:renewal:{s.job}:")
-        reasons = Counter(
-            e.payload["patch"]["reassess"].split(" ")[0]
-            for e in wf
-            if e.type == "transitioned" and e.payload["patch"].get("reassess")
-        )
-        assert reasons, "nothing was re-assessed"
-        eol = CAMPAIGN_START.replace(month=2, day=13)  # campaign day 43
-        for e in await events(store, "outbox"):
-            commit = await store.get_commit(f"{s.job}:{e.payload['customer']}:outreach")
-            assert commit is not None
-            if e.recorded_at >= eol:
-                assert commit.result["offer"]["plan"] != "dsl-basic"
-        catalog = [e.type for e in await store.read_stream("catalog")]
-        assert catalog == ["PolicyVersionChanged", "ProductEndOfLife"]
+        sent = [e.payload for e in await events(store, "outbox") if e.type == "offer_sent"]
+        assert sent and all(p["plan"] != "dsl-basic" for p in sent)
+        catalog = [e.type for e in await store.read_stream(f"catalog:{s.job}")]
+        assert catalog == ["PolicyVersionChanged", "ProductEndOfLife", "PriceChanged"]
 
     run(url, check)
+    assert [kind for kind, _ in s.world] == [
+        "PolicyVersionChanged",
+        "ProductEndOfLife",
+        "PriceChanged",
+    ]
 
 
 def test_approvals_past_their_sla_are_denied(finished: tuple[str, RenewalSummary]) -> None:
@@ -251,80 +243,13 @@ def test_injected_instructions_never_lead_to_an_out_of_policy_commit(tmp_path: P
     run(url, check)
 
 
-def test_same_seed_same_outcomes(tmp_path: Path) -> None:
-    """Two runs with one seed on fresh stores give the same outcome counts and offers."""
+def test_same_seed_same_summary(tmp_path: Path) -> None:
+    """Two runs with one seed on fresh stores agree on every figure of the summary."""
     cohort = COHORT[:50]
     a = job(f"sqlite:///{tmp_path}/a.db", cohort)
     b = job(f"sqlite:///{tmp_path}/b.db", cohort)
-    assert a.outcomes == b.outcomes and a.offers_sent == b.offers_sent
-    assert a.rejects == b.rejects and a.escalations == b.escalations
-
-
-@pytest.mark.slow
-def test_killed_and_resumed_run_ends_with_the_same_summary(tmp_path: Path) -> None:
-    """The CLI job SIGKILLed at random points and run again finishes with the summary of an
-    uninterrupted run, with no offer sent twice."""
-    cohort_args = ["--limit", "120", "--seed", "7"]
-    whole = f"sqlite:///{tmp_path}/whole.db"
-    killed = f"sqlite:///{tmp_path}/killed.db"
-
-    def cli(url: str) -> subprocess.Popen[str]:
-        return subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "seamline.cli",
-                "renewals",
-                "run",
-                "--store",
-                url,
-                "--report",
-                str(tmp_path / "r.html"),
-                *cohort_args,
-            ],
-            cwd=tmp_path,
-            text=True,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-
-    done = cli(whole)
-    _, err = done.communicate(timeout=300)
-    assert done.returncode == 0, err
-
-    def events_so_far() -> int:
-        try:
-            with contextlib.closing(
-                sqlite3.connect(f"file:{tmp_path}/killed.db?mode=ro", uri=True)
-            ) as db:
-                return int(db.execute("SELECT count(*) FROM seamline_events").fetchone()[0])
-        except sqlite3.OperationalError:  # not created or not migrated yet
-            return 0
-
-    rng = random.Random(3)
-    kills = 0
-    for _ in range(4):
-        p = cli(killed)
-        if not kill_at_progress_sync(p, events_so_far, events_so_far() + rng.randint(20, 150)):
-            break
-        kills += 1
-    final = cli(killed)
-    _, err = final.communicate(timeout=300)
-    assert final.returncode == 0, err
-    assert kills == 4, f"only {kills} kills landed before the job ran out of work"
-    cohort = synthetic_cohort(120, seed=7)
-    name = job_id(cohort, 7)
-    a = run(whole, lambda st: summarise(st, name, cohort))
-    b = run(killed, lambda st: summarise(st, name, cohort))
-    assert a.outcomes == b.outcomes
-    assert a.offers_sent == b.offers_sent
-    assert a.by_contract == b.by_contract
-
-    async def sends(store: SqlStore) -> list[str]:
-        return [e.payload["customer"] for e in await events(store, "outbox")]
-
-    sent = run(killed, sends)
-    assert len(sent) == len(set(sent)) == b.offers_sent
+    assert a.figures() == b.figures()
+    assert a.offers_sent > 0 and a.commits > 0
 
 
 def test_cli_run_prints_labels_and_writes_a_report(tmp_path: Path) -> None:
@@ -348,7 +273,9 @@ def test_cli_run_prints_labels_and_writes_a_report(tmp_path: Path) -> None:
     text = " ".join(result.output.split())
     assert "SYNTHETIC cohort of 25 customers" in text
     assert "SIMULATED model sim:typical-v1" in text
-    assert "renewal windows closed" in text and "offers sent" in text
+    assert "renewal windows closed" in text and "campaign days (virtual)" in text
+    assert "offers sent" in text and "discounts granted (mean)" in text
+    assert "of which sampled for human review" in text and "budget fallbacks at 80%" in text
     page = report.read_text()
     assert page.count("data:image/png;base64,") == 4
     assert "SYNTHETIC" in page

@@ -316,8 +316,9 @@ CATALOG: tuple[Signature, ...] = (
         "P6",
         "Approval timeouts",
         "Requests expire into their fallback instead of being decided.",
-        "Share of decided approvals (kind `approval`) that `expired`, firing above "
-        "`expiry_share` with at least `expiry_min_decided`; or any approval still pending "
+        "Share of decided approvals (kind `approval`) that `expired`, firing when its 95% "
+        "Wilson lower bound is above `expiry_share` (so a small sample's luck does not fire "
+        "it) with at least `expiry_min_decided`; or any approval still pending "
         "past its SLA at the latest recorded instant. Escalations count in neither part: they "
         "are runs parked for a person, not a gate's yes/no (pending ones are "
         "`p5.dead_letter_pileup`'s).",

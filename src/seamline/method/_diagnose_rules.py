@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from datetime import datetime
@@ -460,6 +461,16 @@ def _rubber_stamping(rec: Recorded, t: Thresholds) -> Finding | None:
     )
 
 
+def wilson_lower(successes: int, n: int, z: float = 1.96) -> float:
+    """The lower end of the Wilson score interval for a proportion (0 when ``n`` is 0)."""
+    if n == 0:
+        return 0.0
+    p = successes / n
+    centre = p + z * z / (2 * n)
+    spread = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return (centre - spread) / (1 + z * z / n)
+
+
 def _approval_timeouts(rec: Recorded, t: Thresholds) -> Finding | None:
     decided = [a for a in rec.approvals if a.kind == "approval" and a.status != "pending"]
     expired = [a for a in decided if a.status == "expired"]
@@ -476,7 +487,12 @@ def _approval_timeouts(rec: Recorded, t: Thresholds) -> Finding | None:
         and a.due_at < horizon
     ]
     share = len(expired) / len(decided) if decided else 0.0
-    high = len(decided) >= t.expiry_min_decided and share > t.expiry_share
+    # Credibly above the line, not by the luck of a small sample: the 95% Wilson lower bound
+    # of the expired share (4 of 7 is noise; 14 of 17 is not).
+    high = (
+        len(decided) >= t.expiry_min_decided
+        and wilson_lower(len(expired), len(decided)) > t.expiry_share
+    )
     if not high and not overdue:
         return None
     return _finding(

@@ -528,54 +528,9 @@ async def _queue_review(
 async def renewal_inputs(
     store: Store, customers: Sequence[Any], *, seed: int
 ) -> list[ReplayInput[Any]]:
-    """Rebuild the ``RenewalInput`` of every recorded assessment of a renewal job.
+    """Rebuild the ``RenewalInput`` of every recorded assessment of a renewal job (how: the
+    workload's ``_inputs`` module). Recovery replay checks the rebuild: the prompt hash of
+    every replayed attempt must equal the recorded one."""
+    from seamline.workloads.renewal._inputs import recorded_inputs
 
-    The job does not store its boundary inputs, but every part of one is derived
-    deterministically: the customer's facts and seeded support notes from the cohort, the
-    signals from the row's recorded patches, and the policy version and end-of-life list from
-    the instant of the assessment (the ``at`` of the row's move out of ``assessing``, whose
-    version minus one is the input's version). Recovery replay checks the rebuild: the prompt
-    hash of every replayed attempt must equal the recorded one.
-    """
-    from seamline.workloads.renewal._agent import (
-        EOL_AFTER,
-        MACHINE,
-        current_plan,
-        support_notes,
-        tenant_of,
-    )
-    from seamline.workloads.renewal._job import CAMPAIGN_START, households, job_id
-    from seamline.workloads.renewal._offer import PolicyBook, RenewalInput
-
-    job = job_id(customers, seed)
-    book = PolicyBook(CAMPAIGN_START)
-    homes = households(customers)
-    found: list[ReplayInput[Any]] = []
-    for c in customers:
-        data: dict[str, Any] = {}
-        for e in await _stream(store, MACHINE.stream(f"{job}:{c.customer_id}")):
-            if e.type != "transitioned":
-                continue
-            p = e.payload
-            if p["from"] == "assessing" and p.get("at"):
-                at = datetime.fromisoformat(p["at"])
-                version = int(p["version"]) - 1
-                run_id = f"{job}/{c.customer_id}"
-                item = RenewalInput(
-                    customer_id=c.customer_id,
-                    version=version,
-                    contract=c.contract,
-                    tenure=c.tenure,
-                    tenant=tenant_of(c),
-                    current_plan=current_plan(c),
-                    monthly_charges=c.monthly_charges,
-                    signals=data.get("signals", {}),
-                    support_notes=support_notes(c, seed),
-                    end_of_life=("dsl-basic",) if at >= CAMPAIGN_START + EOL_AFTER else (),
-                    policy_version=book.at(at).version,
-                    household=homes.get(c.customer_id),
-                )
-                key = f"{run_id}:renewal-offer:{c.customer_id}:v{version}"
-                found.append(ReplayInput(run_id, key, item))
-            data.update(p.get("patch") or {})
-    return found
+    return [ReplayInput(*t) for t in await recorded_inputs(store, customers, seed=seed)]

@@ -6,6 +6,15 @@
 from typing import Any
 
 from seamline.workloads.renewal._agent import KIND, MACHINE, TERMINAL, RenewalAgent
+from seamline.workloads.renewal._catalog import (
+    WORLD_SCHEDULE,
+    Catalog,
+    PolicyVersionChanged,
+    PriceChanged,
+    ProductEndOfLife,
+    catalog_at,
+    recheck,
+)
 from seamline.workloads.renewal._customer import CONTRACTS, Contract, Customer
 from seamline.workloads.renewal._data import (
     TELCO_COLUMNS,
@@ -16,14 +25,16 @@ from seamline.workloads.renewal._data import (
     load_customers,
     synthetic_cohort,
 )
+from seamline.workloads.renewal._inputs import recorded_inputs
 from seamline.workloads.renewal._job import (
     CAMPAIGN_START,
-    RenewalSummary,
+    JobProgress,
     job_id,
     run_renewals,
-    summarise,
+    trigger_window,
 )
 from seamline.workloads.renewal._offer import PolicyBook, RenewalOffer, SimulatedRenewalModel
+from seamline.workloads.renewal._summary import RenewalSummary, ReviewItem, summarise
 
 
 def __getattr__(name: str) -> Any:
@@ -38,25 +49,36 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "CAMPAIGN_START",
     "CONTRACTS",
+    "Catalog",
     "CohortSummary",
     "Contract",
     "Customer",
+    "JobProgress",
     "KIND",
     "LoadResult",
     "MACHINE",
     "PolicyBook",
+    "PolicyVersionChanged",
+    "PriceChanged",
+    "ProductEndOfLife",
     "RenewalAgent",
     "RenewalOffer",
     "RenewalSummary",
+    "ReviewItem",
     "RowIssue",
     "SimulatedRenewalModel",
     "TELCO_COLUMNS",
     "TERMINAL",
+    "WORLD_SCHEDULE",
+    "catalog_at",
     "describe",
     "job_id",
     "load_customers",
+    "recheck",
+    "recorded_inputs",
     "run_renewals",
     "summarise",
     "synthetic_cohort",
+    "trigger_window",
     "write_report",
 ]

@@ -5,7 +5,8 @@ end of life) and, as untrusted text, the customer's support notes. It proposes a
 assessment and an offer. Verifiers: the schema; the policy in force (versioned files beside
 this module: hard cap, review threshold, price floor, forbidden claims, known plans, a higher
 cap for the seniors programme); terms allowed per contract type; the price floor relative to
-list price; no end-of-life plan; the offer is for this customer; a discount far over any cap
+the list price in force; the price is that list price less the stated discount; no
+end-of-life plan; the offer is for this customer; a discount far over any cap
 is a hallucination no retry should chase — it goes to a person; and the injection classifier
 over the message.
 """
@@ -36,6 +37,7 @@ from seamline.boundary import (
 )
 from seamline.models import Message, Model, ModelRequest
 from seamline.models._simulated import FixedBehaviour
+from seamline.workloads.renewal._catalog import CATALOG, PRICE_FLOOR
 
 __all__ = [
     "CATALOG",
@@ -46,12 +48,6 @@ __all__ = [
     "offer_boundary",
 ]
 
-CATALOG: Mapping[str, Decimal] = {
-    "dsl-basic": Decimal("45.00"),
-    "fiber-300": Decimal("70.00"),
-    "fiber-1g": Decimal("95.00"),
-    "phone-only": Decimal("20.00"),
-}
 TERMS: Mapping[str, frozenset[int]] = {
     "Month-to-month": frozenset({1, 12}),
     "One year": frozenset({12, 24}),
@@ -92,6 +88,8 @@ class RenewalInput(pydantic.BaseModel):
     end_of_life: tuple[str, ...] = ()
     policy_version: str
     household: str | None = None
+    list_prices: dict[str, Decimal] = pydantic.Field(default_factory=lambda: dict(CATALOG))
+    """The catalog's list prices in force when the input was built (P3)."""
 
 
 class PolicyBook:
@@ -128,9 +126,21 @@ def _terms_ok(offer: RenewalOffer, ctx: VerifyContext[Any]) -> bool:
     return offer.term_months in allowed
 
 
+def _list_price(offer: RenewalOffer, ctx: VerifyContext[Any]) -> Decimal | None:
+    prices: Mapping[str, Decimal] = ctx.input.list_prices
+    return prices.get(offer.plan)
+
+
 def _floor_ok(offer: RenewalOffer, ctx: VerifyContext[Any]) -> bool:
-    list_price = CATALOG.get(offer.plan)
-    return list_price is None or offer.monthly_price >= list_price * Decimal("0.60")
+    list_price = _list_price(offer, ctx)
+    return list_price is None or offer.monthly_price >= list_price * PRICE_FLOOR
+
+
+def _price_matches(offer: RenewalOffer, ctx: VerifyContext[Any]) -> bool:
+    list_price = _list_price(offer, ctx)
+    if list_price is None:
+        return True  # an unknown plan is the policy's to refuse
+    return abs(offer.monthly_price - list_price * (1 - offer.discount)) <= Decimal("0.01")
 
 
 def _not_eol(offer: RenewalOffer, ctx: VerifyContext[Any]) -> bool:
@@ -222,6 +232,13 @@ def offer_boundary(
                 field="monthly_price",
             ),
             Rule(
+                "offer.price_matches_discount",
+                _price_matches,
+                "price_does_not_match_discount",
+                "monthly_price must be the plan's list price (list_prices) less the discount",
+                field="monthly_price",
+            ),
+            Rule(
                 "offer.end_of_life",
                 _not_eol,
                 "plan_end_of_life",
@@ -264,7 +281,8 @@ class RenewalBehaviour(FixedBehaviour):
         if plan in facts["end_of_life"]:
             plan = "fiber-300"  # the natural upgrade for an end-of-life DSL plan
         term = {"Month-to-month": 12, "One year": 24, "Two year": 24}[facts["contract"]]
-        price = (CATALOG[plan] * (1 - discount)).quantize(Decimal("0.01"))
+        list_price = Decimal(facts["list_prices"][plan])
+        price = (list_price * (1 - discount)).quantize(Decimal("0.01"))
         return {
             "customer_id": facts["customer_id"],
             "churn_risk": risk,
