@@ -240,6 +240,30 @@ async def test_transition_spans_name_the_move_and_its_outcome(
     assert "jane@" not in exported_text(exported)
 
 
+async def test_the_runners_moves_are_transition_spans(
+    exported: InMemorySpanExporter, store: SqlStore, clock: VirtualClock
+) -> None:
+    """A move the P5 runner commits for a due timer is a `transition {kind}` span naming the
+    row, the move, the runner as actor and the outcome, and the new version."""
+    from seamline.patterns import Runner
+
+    unit = UnitOfWork()
+    WORKFLOW.start(unit, "r1", {"customer": "r1"}, clock.now(), actor="test")
+    await store.apply(unit)
+    await Runner(store, [WORKFLOW], clock=clock, owner="runner-1").step()
+    moves = [s for s in exported.get_finished_spans() if s.name == "transition renewal"]
+    assert [dict(s.attributes or {}) for s in moves] == [
+        {
+            "seamline.row_id": "r1",
+            "seamline.transition.from": "open",
+            "seamline.transition.to": "offered",
+            "seamline.actor": "runner-1",
+            "seamline.transition.outcome": "moved",
+            "seamline.transition.version": 2,
+        }
+    ]
+
+
 async def test_human_decision_spans(
     exported: InMemorySpanExporter, store: SqlStore, clock: VirtualClock
 ) -> None:

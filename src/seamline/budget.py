@@ -35,7 +35,7 @@ from seamline.clock import Clock
 from seamline.context import estimate_tokens
 from seamline.errors import ConfigError, StoreError
 from seamline.models import Model, ModelRequest, ModelResponse, Usage
-from seamline.store import Applied, Row, StaleVersion, Store, UnitOfWork, UsageTotals
+from seamline.store import Applied, Duplicate, Row, StaleVersion, Store, UnitOfWork, UsageTotals
 
 __all__ = [
     "DEFAULT_PRICES",
@@ -144,6 +144,14 @@ class BudgetStatus:
 class Budget:
     """A run's spending limits. ``run_id`` is the scope: sub-runs charge it too.
 
+    ``shared`` (the default) says several spenders may draw on the budget at once —
+    concurrent boundaries, other processes — so every model call reserves and is charged
+    through the store-backed :class:`BudgetLedger`. ``shared=False`` declares one spender at a
+    time (e.g. the steps of one workflow row, which its compare-and-swap serialises): a
+    boundary then checks the usage ledger plus its own spend before each call and writes the
+    usage with its ending, with no extra writes — and a call cut off by a crash before the
+    ending is not counted.
+
     ``strict`` and ``completion_reserve`` only matter to a :class:`BudgetLedger`. By default
     a call is admitted while spend plus in-flight reservations is under the cap, so the cap
     can be crossed by the one call that was admitted last (as with a single caller). With
@@ -161,6 +169,7 @@ class Budget:
     prices: PriceTable = field(default_factory=PriceTable)
     strict: bool = False
     completion_reserve: int = 1024
+    shared: bool = True
 
     def __post_init__(self) -> None:
         if self.max_tokens is None and self.max_cost is None:
@@ -260,6 +269,8 @@ class Reservation:
     at: datetime
     status: BudgetStatus
     """The budget just after this reservation was taken."""
+    before: BudgetStatus
+    """The budget just before it: what a gate in front of the call decides on."""
 
 
 class BudgetLedger:
@@ -298,6 +309,10 @@ class BudgetLedger:
         self.row_id = f"budget:{budget.run_id}"
         self._lock = asyncio.Lock()
         self._rng = random.Random()
+        # The row's version and reservations as this ledger last read or wrote them (version
+        # 0: no row yet). Writes are compare-and-swaps on that version, so a stale copy costs
+        # a retry, never a wrong write; it saves a read per reserve and per charge.
+        self._known: tuple[int, dict[str, _Held]] | None = None
 
     def __repr__(self) -> str:
         return f"BudgetLedger({self.row_id!r}, lease={self.lease})"
@@ -305,7 +320,9 @@ class BudgetLedger:
     async def status(self) -> BudgetStatus:
         """Spend (charged, and reservations past their lease) and what is held in flight."""
         row = await self.store.get_row(self.row_id)
-        held = {} if row is None else row.data_as(_LedgerData).held
+        held = {} if row is None else self._held(row)
+        if not self._lock.locked():
+            self._known = (0 if row is None else row.version, held)
         totals = await self.store.usage_totals(self.budget.run_id, include_children=True)
         return self._status(totals, *self._split(held))
 
@@ -325,19 +342,21 @@ class BudgetLedger:
             )
         async with self._lock:
             for conflicts in range(self.max_conflicts):
-                row, held = await self._read()
+                cached = self._known is not None
+                version, held = await self._read()
                 totals = await self.store.usage_totals(self.budget.run_id, include_children=True)
                 stale, live = self._split(held)
                 status = self._status(totals, stale, live)
                 unit = self._fold(stale)
                 if not self.budget.admits(status, estimate.total_tokens, cost):
+                    if cached:  # refuse only on what the store says now
+                        self._known = None
+                        continue
                     if not stale:
                         return status
-                    unit.transition(
-                        row.id, expect_version=row.version, to="open", data=_LedgerData(held=live)
-                    )
-                    if await self._apply(unit, conflicts):
+                    if await self._apply(self._move(unit, version, live), version, live):
                         return status
+                    await self._backoff(conflicts)
                     continue
                 now = self.clock.now()
                 taken = _Held(
@@ -349,13 +368,8 @@ class BudgetLedger:
                     at=now,
                 )
                 rid = uuid.uuid4().hex
-                unit.transition(
-                    row.id,
-                    expect_version=row.version,
-                    to="open",
-                    data=_LedgerData(held={**live, rid: taken}),
-                )
-                if await self._apply(unit, conflicts):
+                after = {**live, rid: taken}
+                if await self._apply(self._move(unit, version, after), version, after):
                     return Reservation(
                         rid,
                         self.budget.run_id,
@@ -371,7 +385,9 @@ class BudgetLedger:
                             reserved_tokens=status.reserved_tokens + estimate.total_tokens,
                             reserved_cost=status.reserved_cost + cost,
                         ),
+                        status,
                     )
+                await self._backoff(conflicts)
         raise self._contended()
 
     async def charge(self, reservation: Reservation, response: ModelResponse) -> None:
@@ -382,7 +398,7 @@ class BudgetLedger:
         usage = response.usage
         async with self._lock:
             for conflicts in range(self.max_conflicts):
-                row, held = await self._read()
+                version, held = await self._read()
                 unit = UnitOfWork()
                 if reservation.id not in held:
                     usage = Usage(
@@ -393,11 +409,10 @@ class BudgetLedger:
                         await self.store.apply(self._usage(unit, reservation, response, usage))
                     return
                 rest = {k: v for k, v in held.items() if k != reservation.id}
-                self._usage(unit, reservation, response, usage).transition(
-                    row.id, expect_version=row.version, to="open", data=_LedgerData(held=rest)
-                )
-                if await self._apply(unit, conflicts):
+                self._move(self._usage(unit, reservation, response, usage), version, rest)
+                if await self._apply(unit, version, rest):
                     return
+                await self._backoff(conflicts)
         raise self._contended()
 
     async def release(self, reservation: Reservation) -> None:
@@ -405,30 +420,35 @@ class BudgetLedger:
         self._own(reservation)
         async with self._lock:
             for conflicts in range(self.max_conflicts):
-                row, held = await self._read()
+                version, held = await self._read()
                 if reservation.id not in held:
                     return
                 rest = {k: v for k, v in held.items() if k != reservation.id}
-                unit = UnitOfWork().transition(
-                    row.id, expect_version=row.version, to="open", data=_LedgerData(held=rest)
-                )
-                if await self._apply(unit, conflicts):
+                if await self._apply(self._move(UnitOfWork(), version, rest), version, rest):
                     return
+                await self._backoff(conflicts)
         raise self._contended()
 
     # --- internals ------------------------------------------------------------------------
 
-    async def _read(self) -> tuple[Row, dict[str, _Held]]:
-        row = await self.store.get_row(self.row_id)
-        if row is None:
-            # Applied, or Duplicate because another process created it first: it exists now.
-            await self.store.apply(
-                UnitOfWork().create_row(self.row_id, kind="budget", state="open", data={"held": {}})
-            )
+    async def _read(self) -> tuple[int, dict[str, _Held]]:
+        if self._known is None:
             row = await self.store.get_row(self.row_id)
-            if row is None:
-                raise StoreError(f"budget row {self.row_id!r} was created but cannot be read")
-        return row, dict(row.data_as(_LedgerData).held)
+            self._known = (0, {}) if row is None else (row.version, self._held(row))
+        return self._known
+
+    @staticmethod
+    def _held(row: Row) -> dict[str, _Held]:
+        return dict(row.data_as(_LedgerData).held)
+
+    def _move(self, unit: UnitOfWork, version: int, held: dict[str, _Held]) -> UnitOfWork:
+        """Add the row's new reservations to ``unit``: created at version 1 when there is no
+        row yet (another process creating it first makes the unit a Duplicate), else a
+        compare-and-swap from ``version``."""
+        data = _LedgerData(held=held)
+        if version == 0:
+            return unit.create_row(self.row_id, kind="budget", state="open", data=data)
+        return unit.transition(self.row_id, expect_version=version, to="open", data=data)
 
     def _split(self, held: Mapping[str, _Held]) -> tuple[dict[str, _Held], dict[str, _Held]]:
         expired = self.clock.now() - self.lease
@@ -475,18 +495,25 @@ class BudgetLedger:
             latency_ms=response.latency_ms,
         )
 
-    async def _apply(self, unit: UnitOfWork, conflicts: int) -> bool:
-        """Apply a unit that moves the budget row: True when it landed, False (after a short,
-        jittered wait) when another process moved the row first."""
+    async def _apply(self, unit: UnitOfWork, version: int, held: dict[str, _Held]) -> bool:
+        """Apply a unit that moves the budget row from ``version``: True when it landed, False
+        when another process moved (or created) the row first; the next read is then fresh."""
         outcome = await self.store.apply(unit)
         if isinstance(outcome, Applied):
+            self._known = (version + 1, held)
             return True
+        self._known = None
         if isinstance(outcome, StaleVersion) and outcome.row_id == self.row_id:
-            await asyncio.sleep(self._rng.uniform(0, min(0.05, 0.001 * 2 ** min(conflicts, 6))))
+            return False
+        if isinstance(outcome, Duplicate) and outcome.what == "row" and outcome.key == self.row_id:
             return False
         raise StoreError(
             f"budget row {self.row_id!r}: expected Applied or StaleVersion, got {outcome}"
         )
+
+    async def _backoff(self, conflicts: int) -> None:
+        """A short, jittered wait after losing a compare-and-swap to another process."""
+        await asyncio.sleep(self._rng.uniform(0, min(0.05, 0.001 * 2 ** min(conflicts, 6))))
 
     def _own(self, reservation: Reservation) -> None:
         if reservation.budget != self.budget.run_id:

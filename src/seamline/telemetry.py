@@ -18,10 +18,12 @@ their own.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
 import threading
+import time
 from collections import deque
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
@@ -53,6 +55,8 @@ __all__ = [
     "Redactor",
     "configure_tracing",
     "current_trace_id",
+    "SPAN_BATCH",
+    "SPAN_MAX_AGE_S",
     "flush_spans",
     "provider_name",
     "redactor",
@@ -106,6 +110,9 @@ class Redactor:
         self._pairs = re.compile(
             rf"""(?i)(["']?\b(?:{names})\b["']?\s*[:=]\s*)("[^"]*"|'[^']*'|[^\s,;&}}\]]+)"""
         )
+        # One scan for anything any rule below could act on: most values hold none of it.
+        triggers = [t for group in _TRIGGERS for t in group] + list(self._names)
+        self._anything = re.compile("(?i)" + "|".join(map(re.escape, triggers)))
 
     def secret_key(self, key: str) -> bool:
         known = self._keys.get(key)
@@ -126,7 +133,8 @@ class Redactor:
         return any(word in _SECRET_WORDS for word in re.split(r"[._\-]", lowered))
 
     def text(self, value: str) -> str:
-        # cheap substring tests first: most attribute values hold nothing to redact
+        if self._anything.search(value) is None:  # the common case, in one C-level scan
+            return value
         lowered = value.lower()
         for (pattern, replacement), trigger in zip(_SECRET_VALUES, _TRIGGERS, strict=True):
             if any(t in lowered for t in trigger):
@@ -172,16 +180,25 @@ class Redactor:
         return value if _names_who(key) else self.value(value)
 
     def span(self, span: ReadableSpan) -> ReadableSpan:
-        """A copy of ``span`` with its attributes, events and status text redacted."""
+        """A copy of ``span`` with its attributes, events and status text redacted (the span
+        itself when nothing in it needs redacting)."""
         status = span.status
         if status.description:
             status = Status(status.status_code, self.text(status.description))
+        original = span.attributes or {}
+        attributes = self.attributes(original)
+        if (
+            not span.events
+            and status.description == span.status.description
+            and attributes == dict(original)
+        ):
+            return span
         return ReadableSpan(
             name=span.name,
             context=span.context,
             parent=span.parent,
             resource=span.resource,
-            attributes=self.attributes(span.attributes or {}),
+            attributes=attributes,
             events=[
                 type(e)(e.name, self.attributes(e.attributes or {}), e.timestamp)
                 for e in span.events
@@ -195,6 +212,7 @@ class Redactor:
         )
 
 
+@functools.lru_cache(maxsize=4096)
 def _names_who(key: str) -> bool:
     return key.lower().rsplit(".", 1)[-1] in _WHO_KEYS
 
@@ -437,14 +455,28 @@ def _plain(value: object) -> object:
     return list(value) if isinstance(value, tuple) else value
 
 
-async def flush_spans(store: Store | None = None) -> int:
+SPAN_BATCH = 512
+"""A boundary run writes the buffered spans once this many have finished (or the oldest is
+:data:`SPAN_MAX_AGE_S` old): one write per batch instead of one durable write per run."""
+SPAN_MAX_AGE_S = 2.0
+
+
+async def flush_spans(
+    store: Store | None = None, *, at_least: int = 1, older_than_s: float | None = None
+) -> int:
     """Write the finished spans buffered so far to ``store`` (default: the configured one);
-    returns how many. A failed write puts them back for the next flush (the buffer stays
-    bounded) and is logged, never raised: tracing must not break the work it watches."""
+    returns how many. With ``at_least``, only once that many are buffered, or (with
+    ``older_than_s``) once the oldest ended that many seconds ago. A failed write puts them
+    back for the next flush (the buffer stays bounded) and is logged, never raised: tracing
+    must not break the work it watches."""
     keep = _state.keep
     target = store if store is not None else _state.store
     if keep is None or target is None or not keep.buffer:
         return 0
+    if len(keep.buffer) < at_least:
+        oldest = keep.buffer[0].end_time or 0
+        if older_than_s is None or time.time_ns() - oldest < older_than_s * 1e9:
+            return 0
     taken = keep.take()
     if not taken:
         return 0

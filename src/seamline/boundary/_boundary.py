@@ -66,7 +66,15 @@ from seamline.budget import (
 from seamline.clock import Clock, SystemClock
 from seamline.context import ContextPolicy
 from seamline.errors import ConfigError, SeamlineError
-from seamline.models import Message, Model, ModelError, ModelRequest, ModelResponse, prompt_hash
+from seamline.models import (
+    Message,
+    Model,
+    ModelError,
+    ModelRequest,
+    ModelResponse,
+    Usage,
+    prompt_hash,
+)
 from seamline.store import (
     Applied,
     Duplicate,
@@ -79,6 +87,8 @@ from seamline.store import (
     UnitOfWork,
 )
 from seamline.telemetry import (
+    SPAN_BATCH,
+    SPAN_MAX_AGE_S,
     current_trace_id,
     flush_spans,
     provider_name,
@@ -110,16 +120,19 @@ class Runtime:
         found = self._ledgers.get(budget.run_id)
         if found is None or found.budget != budget:
             found = BudgetLedger(self.store, budget, clock=self.clock, prices=self.prices)
+            if len(self._ledgers) >= 1024:  # bounded: a long-lived worker sees many budgets
+                self._ledgers.pop(next(iter(self._ledgers)))
             self._ledgers[budget.run_id] = found
         return found
 
 
-class _BudgetRefused(Exception):
-    """A reservation was refused: another caller spent the rest between gate and call."""
+class _BudgetStop(Exception):
+    """The budget ended the boundary before a model call (its route, or a refused
+    reservation); ``result`` is how it ended."""
 
-    def __init__(self, status: BudgetStatus) -> None:
-        super().__init__(status.level)
-        self.status = status
+    def __init__(self, result: BoundaryResult) -> None:
+        super().__init__(result.kind)
+        self.result = result
 
 
 def _clean(text: str, limit: int = 1024 * 1024) -> str:
@@ -242,8 +255,9 @@ class Boundary(Generic[I, C]):
                 set_error(current, f"{result.reason_code}: {result.message}")
             elif isinstance(result, Committed):
                 current.set_attribute("seamline.replayed", result.replayed)
-        # after the run span ended, so the run's own span is kept with its children
-        await flush_spans(runtime.store)
+        # after the run span ended, so the run's own span is kept with its children; in
+        # batches, so a busy process does not wait on a durable write per run
+        await flush_spans(runtime.store, at_least=SPAN_BATCH, older_than_s=SPAN_MAX_AGE_S)
         return result
 
 
@@ -255,7 +269,11 @@ class _Run(Generic[I, C]):
     ) -> None:
         self.b, self.rt, self.input, self.run_id, self.key = b, rt, input, run_id, key
         self.budget = budget
-        self.ledger = rt.ledger(budget) if budget is not None else None
+        # A shared budget goes through the store-backed ledger call by call; an exclusive one
+        # (one spender at a time) is read from the usage ledger plus this run's own spend.
+        self.ledger = rt.ledger(budget) if budget is not None and budget.shared else None
+        self.spent = Usage()
+        self.spent_cost = Decimal(0)
         self.stream = b.stream_for(key)
         self.store = rt.store
         self.attempts: list[Attempt] = []
@@ -280,17 +298,10 @@ class _Run(Generic[I, C]):
         first = recorded.next_attempt
         messages = list(self.b._prompt(self.input))
         for number in range(first, first + self.b.attempts):
-            stop = await self._budget_gate()
-            if stop is not None:
-                return stop
             try:
                 attempt, candidate = await self._attempt(number, messages)
-            except _BudgetRefused as refused:
-                why = (
-                    f"budget {refused.status.level}: {refused.status.share:.0%} of the cap for "
-                    f"run {self.budget.run_id if self.budget else self.run_id} is spent or held"
-                )
-                return await self._end_failed("budget_exhausted", why, retryable=False)
+            except _BudgetStop as stop:
+                return stop.result
             self.attempts.append(attempt)
             if candidate is not None:
                 flags = _flags(attempt.verdicts)
@@ -331,6 +342,12 @@ class _Run(Generic[I, C]):
         if held is not None and self.ledger is not None:
             # Charged now, in its own unit: a crash before the boundary ends still counts it.
             await self.ledger.charge(held, response)
+        elif self.budget is not None:  # exclusive: written with the boundary's ending
+            self.spent = Usage(
+                self.spent.prompt_tokens + response.usage.prompt_tokens,
+                self.spent.completion_tokens + response.usage.completion_tokens,
+            )
+            self.spent_cost += self.rt.prices.cost(response.model, response.usage)
         parsed = self.b._parser.parse(response)
         if isinstance(parsed, Reject):
             _verdict_span(parsed, number)
@@ -405,21 +422,41 @@ class _Run(Generic[I, C]):
         return verdicts
 
     async def _reserve(self, request: ModelRequest) -> Reservation | None:
-        if self.ledger is None or self.budget is None:
+        """The budget gate in front of a model call, and its reservation, in one step: the
+        level before this call decides the route (as a gate would); a refused reservation
+        (the cap is spent or held) ends the boundary."""
+        if self.budget is None:
+            return None
+        if self.ledger is None:  # exclusive: no other spender, nothing to reserve
+            totals = await self.store.usage_totals(self.budget.run_id, include_children=True)
+            status = self.budget.check(
+                totals.total_tokens + self.spent.total_tokens, totals.cost + self.spent_cost
+            )
+            stop = await self._budget_route(status) if status.level != "ok" else None
+            if stop is not None:
+                raise _BudgetStop(stop)
             return None
         held = await self.ledger.reserve(
             model=self.model.name, estimate=self.budget.estimate(request), run_id=self.run_id
         )
-        if isinstance(held, BudgetStatus):
-            raise _BudgetRefused(held)
-        return held
+        status = held if isinstance(held, BudgetStatus) else held.before
+        stop = await self._budget_route(status) if status.level != "ok" else None
+        if stop is None and isinstance(held, BudgetStatus):
+            why = (
+                f"budget {held.level}: {held.share:.0%} of the cap for run "
+                f"{self.budget.run_id} is spent or held"
+            )
+            stop = await self._end_failed("budget_exhausted", why, retryable=False)
+        if stop is not None:
+            if isinstance(held, Reservation):
+                await self.ledger.release(held)
+            raise _BudgetStop(stop)
+        return held if isinstance(held, Reservation) else None
 
-    async def _budget_gate(self) -> BoundaryResult | None:
-        if self.ledger is None or self.budget is None:
-            return None
-        status = await self.ledger.status()
-        if status.level == "ok":
-            return None
+    async def _budget_route(self, status: BudgetStatus) -> BoundaryResult | None:
+        """At the alert line or the cap: record it once, then take the declared route (None:
+        go on, e.g. with the cheaper model)."""
+        assert self.budget is not None
         await self._once(
             f"{self.budget.run_id}:budget_{status.level}",
             f"budget:{self.budget.run_id}",
@@ -516,7 +553,7 @@ class _Run(Generic[I, C]):
                     prompt_hash=a.prompt_hash,
                     idempotency_key=f"{self.key}:proposed:{a.number}",
                 )
-                if self.ledger is None:  # with a budget, the ledger charged it already
+                if self.ledger is None:  # a shared budget's ledger charged it already
                     unit.record_usage(
                         run_id=self.run_id,
                         model=r.model,

@@ -42,6 +42,7 @@ from seamline.patterns._statemachine import (
     apply_transition,
 )
 from seamline.store import Applied, Killed, Row, Store, Throttled, Timer, UnitOfWork
+from seamline.telemetry import span
 
 __all__ = ["Goto", "Runner", "RunnerReport", "Sleep", "StepContext", "Workflow", "resume"]
 
@@ -379,7 +380,18 @@ class Runner:
         workflow.schedule_entry(
             unit, row.id, decision.target, row.version + 1, ctx.now, delay=delay
         )
-        return await self._commit(unit, "moved", timer)
+        attributes = {
+            "seamline.row_id": row.id,
+            "seamline.transition.from": row.state,
+            "seamline.transition.to": decision.target,
+            "seamline.actor": self.owner,
+        }
+        with span(f"transition {row.kind}", attributes) as current:
+            outcome = await self._commit(unit, "moved", timer)
+            current.set_attribute("seamline.transition.outcome", outcome)
+            if outcome == "moved":
+                current.set_attribute("seamline.transition.version", row.version + 1)
+            return outcome
 
     async def _commit(self, unit: UnitOfWork, label: str, timer: Timer | None = None) -> str:
         outcome = await self.store.apply(unit)

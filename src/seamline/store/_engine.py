@@ -100,7 +100,12 @@ class Engine(RunQueries):
             if migration.version <= current:
                 continue
             for statement in migration.statements:
-                self._x(conn, statement.replace("{autoid}", self.d.autoid))
+                self._x(
+                    conn,
+                    statement.replace("{autoid}", self.d.autoid).replace(
+                        "{bytewise}", self.d.bytewise
+                    ),
+                )
             self._x(
                 conn,
                 "INSERT INTO seamline_schema (version, name, applied_at) VALUES (?, ?, ?)",
@@ -286,23 +291,28 @@ class Engine(RunQueries):
             case RecordRun():
                 self._record_run(conn, op.record)
             case RecordSpans():
-                for span in op.spans:
-                    self._x(
-                        conn,
-                        "INSERT INTO seamline_spans (span_id, trace_id, parent_id, name, run_id, "
-                        "started_at, ended_at, status, attributes) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (span_id) DO NOTHING",
-                        (
-                            span.span_id,
-                            span.trace_id,
-                            span.parent_id,
-                            span.name,
-                            span.run_id,
-                            ts(span.started_at),
-                            ts(span.ended_at),
-                            span.status,
-                            span.attributes_json,
+                if op.spans:
+                    # one statement for the batch (psycopg pipelines it), not one per span
+                    conn.cursor().executemany(
+                        self.d.sql(
+                            "INSERT INTO seamline_spans (span_id, trace_id, parent_id, name, "
+                            "run_id, started_at, ended_at, status, attributes) "
+                            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (span_id) DO NOTHING"
                         ),
+                        [
+                            (
+                                span.span_id,
+                                span.trace_id,
+                                span.parent_id,
+                                span.name,
+                                span.run_id,
+                                ts(span.started_at),
+                                ts(span.ended_at),
+                                span.status,
+                                span.attributes_json,
+                            )
+                            for span in op.spans
+                        ],
                     )
             case TakeTokens():
                 self._take_tokens(conn, op, stamp)

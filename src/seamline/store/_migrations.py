@@ -203,6 +203,20 @@ MIGRATIONS: tuple[Migration, ...] = (
         ),
     ),
     Migration(5, "runs and spans", _RUNS),
+    # Sub-run lookups are byte-wise prefix ranges; on PostgreSQL the index must use the same
+    # collation as the query for the planner to use it.
+    Migration(
+        6,
+        "byte-wise run id indexes",
+        (
+            "DROP INDEX seamline_usage_run",
+            "CREATE INDEX seamline_usage_run ON seamline_usage (run_id{bytewise})",
+            "DROP INDEX seamline_runs_run",
+            "CREATE INDEX seamline_runs_run ON seamline_runs (run_id{bytewise})",
+            "DROP INDEX seamline_spans_run",
+            "CREATE INDEX seamline_spans_run ON seamline_spans (run_id{bytewise})",
+        ),
+    ),
 )
 
 

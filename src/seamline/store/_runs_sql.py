@@ -104,9 +104,9 @@ class RunQueries(SqlBase):
             clauses.append("ended_at < ?")
             params.append(ts(until))
         if run_id is not None:
-            prefix = run_id + "/"
-            clauses.append("(run_id = ? OR substr(run_id, 1, ?) = ?)")
-            params += [run_id, len(prefix), prefix]
+            clause, more = self._run_and_children(run_id)
+            clauses.append(clause)
+            params += more
         where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
         rows = self._x(
             conn,
@@ -139,12 +139,9 @@ class RunQueries(SqlBase):
             sql += " WHERE trace_id = ?"
             params.append(trace_id)
         elif run_id is not None:
-            prefix = run_id + "/"
-            sql += (
-                " WHERE trace_id IN (SELECT trace_id FROM seamline_spans "
-                "WHERE run_id = ? OR substr(run_id, 1, ?) = ?)"
-            )
-            params += [run_id, len(prefix), prefix]
+            clause, more = self._run_and_children(run_id)
+            sql += f" WHERE trace_id IN (SELECT trace_id FROM seamline_spans WHERE {clause})"
+            params += more
         rows = self._x(conn, sql + " ORDER BY started_at, span_id LIMIT ?", [*params, limit])
         return [
             SpanRecord(r[0], r[1], r[2], r[3], r[4], parse_ts(r[5]), parse_ts(r[6]), r[7], r[8])
@@ -155,15 +152,16 @@ class RunQueries(SqlBase):
         sql = (
             "SELECT COUNT(*), COALESCE(SUM(prompt_tokens), 0), "
             "COALESCE(SUM(completion_tokens), 0), COALESCE(SUM(cost_micros), 0) "
-            "FROM seamline_usage WHERE run_id = ?"
+            "FROM seamline_usage WHERE "
         )
-        params: tuple[Any, ...] = (run_id,)
-        if include_children:
-            # substr, not LIKE: run ids may contain % or _
-            prefix = run_id + "/"
-            sql += " OR substr(run_id, 1, ?) = ?"
-            params = (run_id, len(prefix), prefix)
-        r = self._x(conn, sql, params).fetchone()
+        # index ranges, not substr or LIKE (run ids may contain % or _): a budget checks this
+        # before every model call, so it must not scan the whole usage table
+        clause, params = (
+            self._run_and_children(run_id)
+            if include_children
+            else (f"run_id{self.d.bytewise} = ?", [run_id])
+        )
+        r = self._x(conn, sql + clause, params).fetchone()
         cost = Decimal(int(r[3])) * COST_SCALE
         return UsageTotals(run_id, int(r[0]), int(r[1]), int(r[2]), cost)
 

@@ -21,6 +21,7 @@ class Cursor(Protocol):
 
 class Connection(Protocol):
     def execute(self, sql: Any, params: Any = ..., /) -> Any: ...
+    def cursor(self) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,9 @@ class Dialect:
     already holds the database's write lock)."""
     skip_locked: str
     """Claim suffix: skip rows another transaction is claiming (SQLite: writers are serial)."""
+    bytewise: str
+    """Collation suffix under which text orders byte by byte (SQLite's default already does;
+    PostgreSQL's database collation need not), for prefix ranges an index can serve."""
     _cache: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     def sql(self, text: str) -> str:
@@ -43,13 +47,14 @@ class Dialect:
         return cached
 
 
-SQLITE = Dialect("sqlite", "?", "INTEGER PRIMARY KEY AUTOINCREMENT", "", "")
+SQLITE = Dialect("sqlite", "?", "INTEGER PRIMARY KEY AUTOINCREMENT", "", "", "")
 POSTGRES = Dialect(
     "postgresql",
     "%s",
     "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
     " FOR UPDATE",
     " FOR UPDATE SKIP LOCKED",
+    ' COLLATE "C"',
 )
 
 
@@ -82,6 +87,12 @@ class SqlBase:
 
     def _x(self, conn: Connection, sql: str, params: Sequence[Any] = ()) -> Cursor:
         return cast(Cursor, conn.execute(self.d.sql(sql), tuple(params)))
+
+    def _run_and_children(self, run_id: str, column: str = "run_id") -> tuple[str, list[Any]]:
+        """``column`` is ``run_id`` or one of its sub-runs (``run_id/...``), as two index
+        ranges: ``'/'`` is followed by ``'0'`` byte-wise, so the children are [id/, id0)."""
+        c = f"{column}{self.d.bytewise}"
+        return f"({c} = ? OR ({c} >= ? AND {c} < ?))", [run_id, run_id + "/", run_id + "0"]
 
     # Column lists and row mappers every query class reads with.
 

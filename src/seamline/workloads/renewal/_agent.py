@@ -226,7 +226,9 @@ class RenewalAgent:
             household=self.households.get(c.customer_id),
         )
         run_id = f"{self.job}/{c.customer_id}"  # one run per contract, inside the job
-        budget = Budget(run_id, max_tokens=self.budget_tokens, on_alert=self.fallback)
+        # One spender at a time: the contract's steps are serialised by its row's
+        # compare-and-swap, so the budget needs no per-call reservations (Budget.shared).
+        budget = Budget(run_id, max_tokens=self.budget_tokens, on_alert=self.fallback, shared=False)
         result = await self.boundary.run(item, runtime=self.runtime, run_id=run_id, budget=budget)
         if isinstance(result, Committed):
             return Goto(
