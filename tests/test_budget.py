@@ -183,3 +183,27 @@ async def test_sub_runs_spend_from_the_parent_budget(rt: Runtime, store: SqlStor
     )
     assert isinstance(result, Failed) and result.reason_code == "budget_alert"
     assert model.requests == []
+
+
+@pytest.mark.parametrize("shared", [True, False])
+async def test_exclusive_and_shared_budgets_decide_the_same(
+    rt: Runtime, store: SqlStore, shared: bool
+) -> None:
+    """An exclusive budget (shared=False) declines at the same line as a shared one and
+    counts the same usage, without a ledger row; a shared one keeps its reservations in the
+    `budget:<run>` row."""
+    budget = Budget("run", max_tokens=1000, alert_at=0.5, shared=shared)
+    committed = await offer_boundary(ScriptedModel([OFFER])).run(
+        Customer(id="c1"), runtime=rt, run_id="run", budget=budget
+    )
+    assert isinstance(committed, Committed)
+    used = (await store.usage_totals("run")).total_tokens
+    assert used > 0
+    await spend(store, 500 - used)
+    declined = await offer_boundary(ScriptedModel([offer_for("c2")])).run(
+        Customer(id="c2"), runtime=rt, run_id="run", budget=budget
+    )
+    assert isinstance(declined, Failed) and declined.reason_code == "budget_alert"
+    assert (await store.usage_totals("run")).total_tokens == 500
+    ledger_row = await store.get_row("budget:run")
+    assert (ledger_row is not None) == shared
