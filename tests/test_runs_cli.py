@@ -17,7 +17,7 @@ from seamline.cli import app
 from seamline.clock import VirtualClock
 from seamline.models import ScriptedModel
 from seamline.store import SqlStore
-from seamline.telemetry import configure_tracing, shutdown_tracing_sync
+from seamline.telemetry import configure_tracing, flush_spans, shutdown_tracing_sync
 from tests._offers import GOOD, Customer, offer_boundary
 
 runner = CliRunner()
@@ -51,6 +51,7 @@ async def test_list_and_show_a_traced_run(
     rt = Runtime(store, clock)
     model = ScriptedModel([offer("c1", discount="0.90"), offer("c1")])
     await offer_boundary(model).run(Customer(id="c1"), runtime=rt, run_id="run")
+    await flush_spans(store)  # runs write spans in batches; a command flushes before it ends
     listed = await acli("runs", "list", "--store", store_url)
     assert listed.exit_code == 0, listed.output
     assert "run:offer:c1" in listed.output and "committed" in listed.output

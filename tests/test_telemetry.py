@@ -458,11 +458,13 @@ def test_not_configured_costs_nothing() -> None:
 async def test_spans_are_kept_in_the_store_by_run_id(
     exported: InMemorySpanExporter, store: SqlStore, clock: VirtualClock
 ) -> None:
-    """After a run, its trace is readable from the store alone, parents included."""
+    """After a run and a flush, its trace is readable from the store alone, parents
+    included; a single run leaves its spans buffered for the next batch."""
     await offer_boundary(ScriptedModel([offer()])).run(
         CUSTOMER, runtime=Runtime(store, clock), run_id="run-7"
     )
-    assert await flush_spans(store) == 0  # the run flushed its own spans
+    assert await store.spans(run_id="run-7") == []  # under SPAN_BATCH, younger than 2 s
+    assert await flush_spans(store) == len(exported.get_finished_spans())
     kept = await store.spans(run_id="run-7")
     names = [s.name for s in kept]
     assert "invoke_agent offer" in names and "commit offer" in names
@@ -488,3 +490,23 @@ async def test_a_failed_flush_keeps_the_spans(
     assert await flush_spans(Down()) == 0  # type: ignore[arg-type]
     assert await flush_spans(store) == 1
     assert [s.name for s in await store.spans(run_id="r")] == ["seamline.step"]
+
+
+async def test_boundary_runs_write_their_spans_in_batches(
+    exported: InMemorySpanExporter,
+    store: SqlStore,
+    clock: VirtualClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Once SPAN_BATCH spans are buffered, the run that ends next writes them all."""
+    import seamline.boundary._boundary as boundary_module
+
+    monkeypatch.setattr(boundary_module, "SPAN_BATCH", 10)
+    rt = Runtime(store, clock)
+    for n in range(5):
+        await offer_boundary(ScriptedModel([offer(customer=f"c{n}")])).run(
+            Customer(id=f"c{n}"), runtime=rt, run_id=f"batch-{n}"
+        )
+    kept = await store.spans(limit=10_000)
+    assert len(kept) >= 10
+    assert await flush_spans(store) + len(kept) == len(exported.get_finished_spans())

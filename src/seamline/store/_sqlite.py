@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import queue
+import random
 import sqlite3
 import threading
 import time
@@ -130,7 +131,7 @@ class SqliteBackend:
                 time.sleep(0.01)
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
-        conn.execute("BEGIN IMMEDIATE")
+        self._begin_immediate(conn)
         try:
             self.engine.create_schema_table(conn)
             current = self.engine.schema_version(conn)
@@ -157,6 +158,9 @@ class SqliteBackend:
         except BaseException as exc:
             ready.set_exception(exc)
             return
+        # The write lock is waited for in _begin_immediate; in WAL mode nothing else this
+        # connection does waits on another writer.
+        conn.execute("PRAGMA busy_timeout = 1")
         ready.set_result(None)
         held: _Write | _Read | object | None = None
         try:
@@ -200,7 +204,7 @@ class SqliteBackend:
         if not batch:
             return
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            self._begin_immediate(conn)
         except sqlite3.Error as exc:
             err = StoreError(
                 f"could not start a write on {self.display_url}: {exc}. Another process has "
@@ -239,6 +243,26 @@ class SqliteBackend:
             _answer([(w, None, err) for w in batch])
             return
         _answer(results)
+
+    def _begin_immediate(self, conn: sqlite3.Connection) -> None:
+        """Take the write lock, waiting up to the busy timeout. SQLite's own busy handler
+        sleeps up to 100 ms between tries, so a process waiting on a busy writer in another
+        process can miss every gap between that writer's transactions for seconds (a kill
+        switch must land within one). Short, jittered polls here give every process its
+        turn."""
+        deadline = time.monotonic() + self._busy_timeout_s
+        pause = 0.0005
+        while True:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+                if time.monotonic() >= deadline:
+                    raise
+            time.sleep(random.uniform(pause / 2, pause))
+            pause = min(pause * 2, 0.004)
 
     @staticmethod
     def _undo(conn: sqlite3.Connection, alone: bool) -> None:
