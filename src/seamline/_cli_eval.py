@@ -58,10 +58,11 @@ def evaluate(
 ) -> None:
     """pass^k of the renewal decision under a P3 spine (the model proposes the next event
     from the recent log) and a P5 spine (the model proposes one allowed transition), for two
-    model versions, with 95% paired-bootstrap intervals on the changes in pass^k.
+    model versions, with 95% paired-bootstrap intervals on the changes in pass^k. Every
+    trial is a durable boundary run (proposal, verdicts, rejects fed back, commit) recorded
+    in --store.
 
-    Every trial is a durable boundary run (proposal, verdicts, rejects fed back, commit)
-    recorded in --store. Example: seamline eval --scenarios 100 --k 3
+    Example: seamline eval --scenarios 100 --k 3
     """
     with command_errors():
         specs = tuple(model or DEFAULT_MODELS)

@@ -212,14 +212,13 @@ def worker(
         float, typer.Option(min=0.1, help="With --follow: seconds between looks when idle.")
     ] = 2.0,
 ) -> None:
-    """Drive enqueued work; run as many of these as you like against one store.
+    """Drive enqueued work; run as many of these as you like against one store. Enqueue
+    first ('seamline renewals enqueue', 'seamline porting enqueue'), then start workers,
+    here or on other machines sharing a PostgreSQL store. Work is claimed with leases; a
+    worker that dies leaves its work to the others once its leases expire; SIGTERM finishes
+    the step under way and stops.
 
-    Enqueue first ('seamline renewals enqueue', 'seamline porting enqueue'), then start
-    workers, here or on other machines sharing a PostgreSQL store. Work is claimed with
-    leases; a worker that dies leaves its work to the others once its leases expire; SIGTERM
-    finishes the step under way and stops. Example:
-
-      seamline worker --store postgresql://app@db/seamline --kinds renewal,porting --follow
+    Example: seamline worker --store postgresql://app@db/seamline --kinds renewal --follow
     """
     import uuid
 
