@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -18,6 +18,7 @@ from seamline.store import SqlStore, open_store, parse_store_url
 
 __all__ = [
     "SeedOption",
+    "openai_model",
     "StoreOption",
     "command_errors",
     "fail",
@@ -88,3 +89,19 @@ def open_existing_store(url: str, *, clock: Clock | None = None) -> SqlStore:
                 "a job wrote, e.g. after 'seamline renewals run'"
             )
     return open_store(url, clock=clock)
+
+
+def openai_model(name: str, base_url: str | None) -> Any:
+    """The OpenAI-compatible model a ``--model openai:NAME --base-url URL`` pair names (the key
+    from ``OPENAI_API_KEY``; local servers need none)."""
+    import os
+
+    from seamline.models import OpenAIChatModel
+
+    if not base_url:
+        raise ConfigError(
+            "--model openai:NAME needs --base-url (the OpenAI-compatible endpoint, e.g. "
+            "http://127.0.0.1:8000/v1)"
+        )
+    key = os.environ.get("OPENAI_API_KEY", "not-needed-for-local-servers")
+    return OpenAIChatModel(model=name, base_url=base_url, api_key=key)

@@ -5,7 +5,6 @@ bootstrap intervals on the changes. Prints two tables and writes a PNG."""
 from __future__ import annotations
 
 import asyncio
-import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -13,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from seamline._cli_common import SeedOption, command_errors, progress
+from seamline._cli_common import SeedOption, command_errors, openai_model, progress
 from seamline.errors import ConfigError
 
 __all__ = ["evaluate"]
@@ -84,15 +83,7 @@ def _decider(spec: str, base_url: str | None) -> Any:
     if spec.startswith("sim:"):
         return simulated_decider(spec[4:])
     if spec.startswith("openai:"):
-        from seamline.models import OpenAIChatModel
-
-        if not base_url:
-            raise ConfigError(
-                "--model openai:NAME needs --base-url (an OpenAI-compatible endpoint, e.g. "
-                "http://127.0.0.1:8000/v1)"
-            )
-        key = os.environ.get("OPENAI_API_KEY", "not-needed-for-local-servers")
-        return real_decider(OpenAIChatModel(model=spec[7:], base_url=base_url, api_key=key))
+        return real_decider(openai_model(spec[7:], base_url))
     raise ConfigError(f"--model {spec!r}: use sim:VERSION (typical-v1, typical-v2) or openai:NAME")
 
 

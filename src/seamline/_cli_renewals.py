@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from seamline._cli_common import SeedOption, StoreOption, command_errors, progress
+from seamline._cli_common import SeedOption, StoreOption, command_errors, openai_model, progress
 from seamline.errors import ConfigError
 from seamline.store import DEFAULT_STORE_URL, open_store, parse_store_url
 
@@ -60,18 +59,7 @@ def _model(spec: str, base_url: str | None, seed: int, clock: VirtualClock) -> t
         model = SimulatedRenewalModel(spec[4:], seed=seed, clock=clock)
         return model, f"SIMULATED model {spec} (seeded, seed {seed})"
     if spec.startswith("openai:"):
-        from seamline.models import OpenAIChatModel
-
-        if not base_url:
-            raise ConfigError(
-                "--model openai:NAME needs --base-url (the OpenAI-compatible "
-                "endpoint, e.g. http://127.0.0.1:8000/v1)"
-            )
-        key = os.environ.get("OPENAI_API_KEY", "not-needed-for-local-servers")
-        return (
-            OpenAIChatModel(model=spec[7:], base_url=base_url, api_key=key),
-            f"real model {spec[7:]} at {base_url}",
-        )
+        return openai_model(spec[7:], base_url), f"real model {spec[7:]} at {base_url}"
     raise ConfigError(
         f"--model {spec!r}: use sim:PROFILE (e.g. sim:typical-v1) or openai:MODEL with --base-url"
     )

@@ -231,25 +231,19 @@ def worker(
     signal.signal(signal.SIGTERM, lambda *_: stop.set())  # finish the step, then stop
     configure_tracing(keep_spans=True)  # kept in the store the worker drives
     with command_errors():
-        try:
-            report = asyncio.run(
-                drive(
-                    store,
-                    kinds=wanted,
-                    owner=name,
-                    job=job,
-                    concurrency=concurrency,
-                    stop=stop,
-                    follow=follow,
-                    poll_s=poll,
-                    on_start=lambda k, j: _out.print(
-                        f"{name}: driving {k} job {j}", soft_wrap=True
-                    ),
-                )
+        report = asyncio.run(
+            drive(
+                store,
+                kinds=wanted,
+                owner=name,
+                job=job,
+                concurrency=concurrency,
+                stop=stop,
+                follow=follow,
+                poll_s=poll,
+                on_start=lambda k, j: _out.print(f"{name}: driving {k} job {j}", soft_wrap=True),
             )
-        except KeyboardInterrupt:
-            stop.set()
-            raise
+        )
     shutdown_tracing_sync()
     for kind, counts in report.counts.items():
         _out.print(f"{name}: {kind} {dict(counts)}", soft_wrap=True)

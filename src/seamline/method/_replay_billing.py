@@ -10,27 +10,19 @@ replayed attempt's prompt hash must equal the recorded one.
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Any
 
 from seamline.errors import ConfigError
 from seamline.method._replay import ReplayInput
-from seamline.store import Event, Store
+from seamline.store import Store
 
 __all__ = ["billing_boundary", "billing_inputs", "billing_jobs"]
 
 
-async def _events(store: Store, *, prefix: str) -> list[Event]:
-    out: list[Event] = []
-    after = 0
-    while page := await store.read_events(after_seq=after, limit=5000, stream_prefix=prefix):
-        out.extend(page)
-        after = page[-1].seq
-    return out
-
-
 async def billing_jobs(store: Store) -> list[str]:
     """The billing jobs recorded in ``store``, in the order they first decided anything."""
+    from seamline.workloads.billing._job import _events
+
     jobs: dict[str, None] = {}
     for e in await _events(store, prefix="credits:"):
         job = e.stream.removeprefix("credits:")
@@ -54,12 +46,12 @@ async def billing_inputs(store: Store, job: str) -> list[ReplayInput[Any]]:
         default_policy,
         monthly_cap,
     )
+    from seamline.workloads.billing._effects import net_credits
     from seamline.workloads.billing._events import (
         REGISTRY,
-        CreditPosted,
-        CreditReversed,
         decisions_stream,
     )
+    from seamline.workloads.billing._job import _events
 
     policy = default_policy()
     cap = monthly_cap(policy)
@@ -83,16 +75,12 @@ async def billing_inputs(store: Store, job: str) -> list[ReplayInput[Any]]:
         began = firsts.get(f"sdb:{BOUNDARY}:{key}")
         if began is None:
             continue  # denied before the boundary (the cap was already used up)
-        credited = Decimal(0)
-        for seq, fact in ledger:
-            if seq >= began or not isinstance(fact, CreditPosted | CreditReversed):
-                continue
-            if (
-                fact.customer_id == p["customer_id"]
-                and fact.cycle == p["cycle"]
-                and fact.credit_id != p["anomaly_id"]
-            ):
-                credited += fact.amount if isinstance(fact, CreditPosted) else -fact.amount
+        cust = p["customer_id"]
+        credited = net_credits(
+            (f for seq, f in ledger if seq < began and getattr(f, "customer_id", None) == cust),
+            p["cycle"],
+            excluding=p["anomaly_id"],
+        )
         case = CreditCase(
             anomaly_id=p["anomaly_id"],
             anomaly_type=p["type"],

@@ -19,6 +19,7 @@ re-entered there, never re-run from scratch. Suspended instances cost no memory:
 from __future__ import annotations
 
 import asyncio
+import threading
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -293,14 +294,19 @@ class Runner:
         return report
 
     async def run_until_idle(
-        self, *, max_steps: int = 1_000_000, on_step: Callable[[RunnerReport], None] | None = None
+        self,
+        *,
+        max_steps: int = 1_000_000,
+        on_step: Callable[[RunnerReport], None] | None = None,
+        stop: threading.Event | None = None,
     ) -> RunnerReport:
-        """Run until no timer is due. On a :class:`VirtualClock`, jump to the next timer
-        instead of waiting, so months of workflow run in seconds."""
+        """Run until no timer is due, or until :meth:`stop` is called or ``stop`` is set (by a
+        signal handler, say): the step under way finishes first. On a :class:`VirtualClock`,
+        jump to the next timer instead of waiting, so months of workflow run in seconds."""
         total = RunnerReport()
         idle = 0
         for _ in range(max_steps):
-            if self._stopping:
+            if self._stopping or (stop is not None and stop.is_set()):
                 break
             report = await self.step()
             total.merge(report)

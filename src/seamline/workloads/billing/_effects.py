@@ -10,7 +10,7 @@ notifier and answers as the original run did, for recovery replay.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Protocol
@@ -87,6 +87,19 @@ async def _emit(
     return True
 
 
+def net_credits(facts: Iterable[object], cycle: int, *, excluding: str) -> Decimal:
+    """Credits posted less credits reversed in ``facts`` for ``cycle``, but for ``excluding``."""
+    total = Decimal(0)
+    for fact in facts:
+        if (
+            isinstance(fact, CreditPosted | CreditReversed)
+            and fact.cycle == cycle
+            and fact.credit_id != excluding
+        ):
+            total += fact.amount if isinstance(fact, CreditPosted) else -fact.amount
+    return total
+
+
 class Ledger:
     """The billing ledger of one scope: a stream per customer of postings and reversals."""
 
@@ -96,14 +109,8 @@ class Ledger:
     async def credited(self, customer_id: str, cycle: int, *, excluding: str) -> Decimal:
         """Net credits for the customer's cycle, leaving out credit ``excluding`` (so a
         redelivered anomaly sees the same figure it saw the first time)."""
-        total = Decimal(0)
-        for e in await self.store.read_stream(ledger_stream(self.scope, customer_id)):
-            fact = REGISTRY.decode(e)
-            if not isinstance(fact, CreditPosted | CreditReversed):
-                continue
-            if fact.cycle == cycle and fact.credit_id != excluding:
-                total += fact.amount if isinstance(fact, CreditPosted) else -fact.amount
-        return total
+        stream = await self.store.read_stream(ledger_stream(self.scope, customer_id))
+        return net_credits((REGISTRY.decode(e) for e in stream), cycle, excluding=excluding)
 
     async def post(
         self, credit: CreditPosted, *, key: str, identity: ModelIdentity, unit: UnitOfWork

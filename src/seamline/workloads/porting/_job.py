@@ -14,7 +14,6 @@ compare-and-swap — but which of two racing messages wins would then vary.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import math
 import threading
@@ -283,21 +282,7 @@ async def drive_porting(
     if agent.job != job:
         raise ConfigError(f"porting job {job} does not rebuild from its config {config}")
     runner = porting_runner(store, agent, clock=clock, owner=owner)
-
-    if stop is None:
-        return dict((await runner.run_until_idle()).counts)
-
-    async def watch(stop: threading.Event) -> None:
-        while not stop.is_set():  # noqa: ASYNC110 - set by a signal handler
-            await asyncio.sleep(0.05)
-        runner.stop()
-
-    watcher = asyncio.create_task(watch(stop))
-    try:
-        report = await runner.run_until_idle()
-    finally:
-        watcher.cancel()
-    return dict(report.counts)
+    return dict((await runner.run_until_idle(stop=stop)).counts)
 
 
 async def _create(

@@ -10,7 +10,6 @@ at its timer's due instant, so the decisions are the same however the work is sh
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -73,20 +72,9 @@ async def work(
             clock.advance_to(due)
         agent = build_agent(store, customers, clock=clock, seed=seed)
         runner = runner_for(store, agent, clock=clock, owner=owner, concurrency=concurrency)
-        stopping = stop or threading.Event()
-
-        async def watch() -> None:
-            while not stopping.is_set():  # noqa: ASYNC110 - set by a signal handler
-                await asyncio.sleep(0.05)
-            runner.stop()
-
-        watcher = asyncio.create_task(watch())
         if on_start is not None:
             on_start(agent.job)
-        try:
-            return await runner.run_until_idle()
-        finally:
-            watcher.cancel()
+        return await runner.run_until_idle(stop=stop)
     finally:
         await flush_spans(store)
         await store.close()
